@@ -1,0 +1,379 @@
+"""Backend-neutral configuration: frozen dataclasses, validated on construction.
+
+There is no process-wide parameter dictionary: configs are passed explicitly and a model
+bundle carries the configs it was trained with. Every invalid value raises
+:class:`ConfigError` (a ``ValueError``) naming the field, the value and what is allowed.
+All configs round-trip exactly through ``to_dict``/``from_dict`` and JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_N = (64, 128, 256)
+MODEL_TYPES = ("pinn", "supervised")
+AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
+AMP_ACTIVATION_ALIASES = {"silu": "swish", "SiLU": "swish", "SILU": "swish"}
+LOSS_MODES = ("poisson", "mae")
+BACKENDS = ("pytorch",)
+STITCH_WEIGHTINGS = ("uniform", "probe")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "tpu", "mps")
+STRATEGIES = ("auto", "ddp", "ddp_spawn")
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true", "64")
+SCHEDULERS = ("Default", "Exponential", "MultiStage", "Adaptive", "WarmupCosine")
+CHECKPOINT_MODES = ("min", "max")
+LOGGERS = ("csv", "tensorboard", "mlflow", "none")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message names field, value and allowed range."""
+
+
+def _fail(cls_name: str, name: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{cls_name}.{name}={value!r} is invalid: {allowed}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class _ConfigBase:
+    """Shared validation helpers and (de)serialisation for the config dataclasses."""
+
+    _path_fields: ClassVar[tuple[str, ...]] = ()
+    _nested: ClassVar[dict[str, type]] = {}
+
+    def _err(self, name: str, allowed: str) -> None:
+        _fail(type(self).__name__, name, getattr(self, name), allowed)
+
+    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        if getattr(self, name) not in choices:
+            self._err(name, f"must be one of {', '.join(choices)}")
+
+    def _check_bool(self, *names: str) -> None:
+        for name in names:
+            if not isinstance(getattr(self, name), bool):
+                self._err(name, "must be true or false")
+
+    def _check_int(self, name: str, minimum: int, *, optional: bool = False) -> None:
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        if not _is_int(value) or value < minimum:
+            suffix = " or None" if optional else ""
+            self._err(name, f"must be an integer >= {minimum}{suffix}")
+
+    def _check_real(
+        self,
+        name: str,
+        *,
+        minimum: float = -math.inf,
+        exclusive_min: bool = False,
+        maximum: float = math.inf,
+        exclusive_max: bool = False,
+        optional: bool = False,
+    ) -> None:
+        value = getattr(self, name)
+        if value is None and optional:
+            return
+        too_low = value <= minimum if exclusive_min else value < minimum
+        too_high = value >= maximum if exclusive_max else value > maximum
+        if not _is_real(value) or not math.isfinite(value) or too_low or too_high:
+            lo = "(" if exclusive_min else "["
+            hi = ")" if exclusive_max else "]"
+            suffix = " or None" if optional else ""
+            self._err(name, f"must be a finite number in {lo}{minimum}, {maximum}{hi}{suffix}")
+
+    def _coerce_paths(self) -> None:
+        for name in self._path_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                if not value:
+                    self._err(name, "must be a non-empty path or None")
+                object.__setattr__(self, name, Path(value))
+            elif not isinstance(value, Path):
+                self._err(name, "must be a path (str or pathlib.Path) or None")
+
+    def replace(self, **changes: Any) -> Self:
+        """Return a copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (paths as strings, nested configs as dicts)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, _ConfigBase):
+                value = value.to_dict()
+            elif isinstance(value, Path):
+                value = str(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__}: unknown field(s) {', '.join(unknown)}; "
+                f"known fields are {', '.join(sorted(known))}"
+            )
+        kwargs = dict(data)
+        for name, nested_cls in cls._nested.items():
+            if name in kwargs and isinstance(kwargs[name], dict):
+                kwargs[name] = nested_cls.from_dict(kwargs[name])  # type: ignore[attr-defined]
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{cls.__name__}: not valid JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_ConfigBase):
+    """Architecture and physics of the network.
+
+    N is the diffraction pattern side in pixels; ``gridsize**2`` neighbouring patterns form
+    one group; ``probe_scale`` is dimensionless; ``gaussian_smoothing_sigma`` is in pixels.
+    """
+
+    N: int = 64
+    gridsize: int = 1
+    n_filters_scale: int = 2
+    model_type: str = "pinn"
+    amp_activation: str = "sigmoid"
+    object_big: bool = True
+    probe_big: bool = True
+    probe_mask: bool = False
+    pad_object: bool = True
+    probe_scale: float = 4.0
+    gaussian_smoothing_sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.amp_activation in AMP_ACTIVATION_ALIASES:
+            object.__setattr__(self, "amp_activation", AMP_ACTIVATION_ALIASES[self.amp_activation])
+        if self.N not in SUPPORTED_N or not _is_int(self.N):
+            self._err("N", f"must be one of {', '.join(map(str, SUPPORTED_N))}")
+        self._check_int("gridsize", 1)
+        self._check_int("n_filters_scale", 1)
+        self._check_choice("model_type", MODEL_TYPES)
+        if self.amp_activation not in AMP_ACTIVATIONS:
+            self._err(
+                "amp_activation",
+                f"must be one of {', '.join(AMP_ACTIVATIONS)} (silu is accepted as swish)",
+            )
+        self._check_bool("object_big", "probe_big", "probe_mask", "pad_object")
+        self._check_real("probe_scale", minimum=0.0, exclusive_min=True)
+        self._check_real("gaussian_smoothing_sigma", minimum=0.0)
+
+    @property
+    def C(self) -> int:  # noqa: N802 - the physics symbol
+        """Number of diffraction patterns per group, ``gridsize**2``."""
+        return self.gridsize**2
+
+
+def _check_backend(obj: _ConfigBase) -> None:
+    backend = obj.backend  # type: ignore[attr-defined]
+    if backend == "tensorflow":
+        obj._err(
+            "backend",
+            "this distribution has no TensorFlow backend; use backend='pytorch'",
+        )
+    obj._check_choice("backend", BACKENDS)
+
+
+@dataclass(frozen=True)
+class TrainingConfig(_ConfigBase):
+    """Data, grouping, loss and schedule of a training run.
+
+    ``nphotons`` is the photon count per pattern assumed by the Poisson likelihood (None:
+    measured from the training data). ``validation_fraction`` is the share of groups held
+    out (seeded) when there is no test file.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train_data_file: Path | None = None
+    test_data_file: Path | None = None
+    n_groups: int | None = 512
+    batch_size: int = 16
+    nepochs: int = 50
+    nphotons: float | None = None
+    neighbor_count: int = 4
+    loss_mode: str = "poisson"
+    nll_weight: float = 1.0
+    mae_weight: float = 0.0
+    realspace_mae_weight: float = 0.0
+    realspace_weight: float = 0.0
+    probe_trainable: bool = False
+    intensity_scale_trainable: bool = True
+    subsample_seed: int | None = 42
+    sequential_sampling: bool = False
+    validation_fraction: float = 0.05
+    output_dir: Path = Path("training_outputs")
+    backend: str = "pytorch"
+
+    _path_fields: ClassVar[tuple[str, ...]] = ("train_data_file", "test_data_file", "output_dir")
+    _nested: ClassVar[dict[str, type]] = {"model": ModelConfig}
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
+        if not isinstance(self.model, ModelConfig):
+            self._err("model", "must be a ModelConfig")
+        self._coerce_paths()
+        if self.output_dir is None:
+            self._err("output_dir", "must be a path")
+        self._check_int("n_groups", 1, optional=True)
+        self._check_int("batch_size", 1)
+        self._check_int("nepochs", 1)
+        self._check_real("nphotons", minimum=0.0, exclusive_min=True, optional=True)
+        self._check_int("neighbor_count", 1)
+        if self.neighbor_count < self.model.C:
+            self._err(
+                "neighbor_count",
+                f"must be >= gridsize**2 = {self.model.C} (a group draws its "
+                f"{self.model.C} positions from the neighbor_count nearest)",
+            )
+        self._check_choice("loss_mode", LOSS_MODES)
+        for name in ("nll_weight", "mae_weight", "realspace_mae_weight", "realspace_weight"):
+            self._check_real(name, minimum=0.0)
+        if self.model.model_type == "pinn" and self.loss_mode == "poisson":
+            if self.nll_weight == 0 and self.mae_weight == 0:
+                self._err("nll_weight", "nll_weight and mae_weight cannot both be 0")
+        self._check_bool(
+            "probe_trainable", "intensity_scale_trainable", "sequential_sampling"
+        )
+        self._check_int("subsample_seed", 0, optional=True)
+        self._check_real(
+            "validation_fraction", minimum=0.0, maximum=1.0, exclusive_max=True
+        )
+        _check_backend(self)
+
+
+@dataclass(frozen=True)
+class InferenceConfig(_ConfigBase):
+    """What to reconstruct and how to stitch it.
+
+    ``stitch_crop_px`` is the side, in pixels, of the central region each patch
+    contributes (None: N // 2).
+    """
+
+    model_path: Path | None = None
+    test_data_file: Path | None = None
+    n_groups: int | None = None
+    output_dir: Path = Path("inference_outputs")
+    backend: str = "pytorch"
+    stitch_weighting: str = "uniform"
+    stitch_crop_px: int | None = None
+    flip_x: bool = False
+    flip_y: bool = False
+    transpose: bool = False
+
+    _path_fields: ClassVar[tuple[str, ...]] = ("model_path", "test_data_file", "output_dir")
+
+    def __post_init__(self) -> None:
+        self._coerce_paths()
+        if self.output_dir is None:
+            self._err("output_dir", "must be a path")
+        self._check_int("n_groups", 1, optional=True)
+        _check_backend(self)
+        self._check_choice("stitch_weighting", STITCH_WEIGHTINGS)
+        self._check_int("stitch_crop_px", 1, optional=True)
+        self._check_bool("flip_x", "flip_y", "transpose")
+
+
+@dataclass(frozen=True)
+class ExecutionConfig(_ConfigBase):
+    """Runtime knobs: hardware, determinism, data loading, optimiser, checkpoints, logging.
+
+    ``learning_rate`` is the Adam step size; ``gradient_clip_val`` a gradient-norm bound.
+    """
+
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    deterministic: bool = True
+    precision: str = "32-true"
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    prefetch_factor: int | None = None
+    learning_rate: float = 1e-3
+    scheduler: str = "Default"
+    gradient_clip_val: float | None = None
+    accumulate_grad_batches: int = 1
+    enable_progress_bar: bool = True
+    enable_checkpointing: bool = True
+    checkpoint_save_top_k: int = 1
+    checkpoint_monitor: str = "val_loss"
+    checkpoint_mode: str = "min"
+    early_stop_patience: int | None = 100
+    logger: str = "csv"
+    inference_batch_size: int | None = None
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        self._check_choice("accelerator", ACCELERATORS)
+        if self.accelerator == "cuda":
+            # Lightning names NVIDIA GPUs "gpu"; "cuda" is kept as a user-facing alias.
+            object.__setattr__(self, "accelerator", "gpu")
+        if not (self.devices == "auto" or (_is_int(self.devices) and self.devices >= 1)):
+            self._err("devices", "must be an integer >= 1 or 'auto'")
+        self._check_choice("strategy", STRATEGIES)
+        self._check_bool(
+            "deterministic",
+            "pin_memory",
+            "persistent_workers",
+            "enable_progress_bar",
+            "enable_checkpointing",
+        )
+        self._check_choice("precision", PRECISIONS)
+        self._check_int("num_workers", 0)
+        self._check_int("prefetch_factor", 1, optional=True)
+        if self.num_workers == 0 and self.persistent_workers:
+            self._err("persistent_workers", "needs num_workers > 0")
+        if self.num_workers == 0 and self.prefetch_factor is not None:
+            self._err("prefetch_factor", "needs num_workers > 0 (or leave it None)")
+        self._check_real("learning_rate", minimum=0.0, exclusive_min=True)
+        self._check_choice("scheduler", SCHEDULERS)
+        self._check_real("gradient_clip_val", minimum=0.0, exclusive_min=True, optional=True)
+        self._check_int("accumulate_grad_batches", 1)
+        self._check_int("checkpoint_save_top_k", -1)
+        if not isinstance(self.checkpoint_monitor, str) or not self.checkpoint_monitor:
+            self._err("checkpoint_monitor", "must be a non-empty metric name, e.g. val_loss")
+        self._check_choice("checkpoint_mode", CHECKPOINT_MODES)
+        self._check_int("early_stop_patience", 1, optional=True)
+        self._check_choice("logger", LOGGERS)
+        self._check_int("inference_batch_size", 1, optional=True)
+        self._check_int("seed", 0)
+        if self.num_workers > 0 and self.deterministic:
+            logger.warning(
+                "num_workers > 0 with deterministic mode enabled may introduce "
+                "non-determinism on some platforms; use num_workers=0 for strict "
+                "reproducibility."
+            )

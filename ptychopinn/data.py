@@ -1,0 +1,500 @@
+"""The NPZ data contract: load, validate and save ptychography scans (:class:`RawData`).
+
+Normative description: ``specs/data_contract.md``; units in ``specs/conventions.md``.
+
+In short, a scan file is an ``.npz`` archive holding
+
+=================  ==================  ===========================  ======================
+key                attribute           shape                        stored as
+=================  ==================  ===========================  ======================
+``diffraction``    ``diffraction``     (n, N, N)                    float32 amplitude
+``xcoords``        ``xcoords``         (n,)                         float64 object pixels
+``ycoords``        ``ycoords``         (n,)                         float64 object pixels
+``probeGuess``     ``probe_guess``     (N, N) or (modes, N, N)      complex64
+``objectGuess``    ``object_guess``    (H, W), optional             complex64
+``scan_index``     ``scan_index``      (n,), optional               int64
+``xcoords_start``  ``xcoords_start``   (n,), optional (with y)      float64 object pixels
+``ycoords_start``  ``ycoords_start``   (n,), optional (with x)      float64 object pixels
+``Y``              ``labels``          (n, N, N), optional          complex64 object patch
+=================  ==================  ===========================  ======================
+
+Diffraction is **amplitude**, ``sqrt(photon counts)``, with DC at ``[N//2, N//2]``.
+Legacy files may use ``diff3d`` for the diffraction (``diffraction`` wins when both are
+present), the (N, N, n) layout (transposed with a FORMAT-001 warning), and
+``label_amp`` + ``label_phase`` instead of ``Y``.  Every violation raises
+:class:`DataContractError` naming the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptychopinn._io import atomic_output
+
+__all__ = ["DataContractError", "RawData", "counts_to_amplitude"]
+
+
+class DataContractError(ValueError):
+    """An array or file does not satisfy the PtychoPINN data contract."""
+
+
+# attribute name -> canonical npz key
+_KEYS: dict[str, str] = {
+    "diffraction": "diffraction",
+    "xcoords": "xcoords",
+    "ycoords": "ycoords",
+    "probe_guess": "probeGuess",
+    "object_guess": "objectGuess",
+    "scan_index": "scan_index",
+    "xcoords_start": "xcoords_start",
+    "ycoords_start": "ycoords_start",
+    "labels": "Y",
+}
+
+# errors np.load / NpzFile raise on files that are not (intact) npz archives
+_READ_ERRORS = (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error, KeyError)
+
+
+def _label(attr: str) -> str:
+    key = _KEYS[attr]
+    return attr if key == attr else f"{attr} (npz key '{key}')"
+
+
+def _count_bad(arr: np.ndarray) -> tuple[int, int]:
+    """(number of non-finite values, number of negative finite values)."""
+    finite = np.isfinite(arr)
+    n_nonfinite = int(arr.size - np.count_nonzero(finite))
+    n_negative = int(np.count_nonzero(finite & (arr < 0)))
+    return n_nonfinite, n_negative
+
+
+def _to_array(attr: str, value: Any) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise DataContractError(f"{_label(attr)} is not a rectangular numeric array: {exc}") from exc
+    if arr.dtype.hasobject:
+        raise DataContractError(
+            f"{_label(attr)} has dtype object; expected a numeric array (object/pickled "
+            "arrays are not accepted)"
+        )
+    return arr
+
+
+def _as_real(attr: str, value: Any, dtype: type[np.generic]) -> np.ndarray:
+    arr = _to_array(attr, value)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise DataContractError(
+            f"{_label(attr)} must hold real numbers (integer or float), got dtype {arr.dtype}"
+        )
+    return arr.astype(dtype, copy=False)
+
+
+def _as_complex(attr: str, value: Any) -> np.ndarray:
+    arr = _to_array(attr, value)
+    if not (
+        np.issubdtype(arr.dtype, np.integer)
+        or np.issubdtype(arr.dtype, np.floating)
+        or np.issubdtype(arr.dtype, np.complexfloating)
+    ):
+        raise DataContractError(f"{_label(attr)} must hold numbers, got dtype {arr.dtype}")
+    return arr.astype(np.complex64, copy=False)
+
+
+def _as_index(attr: str, value: Any) -> np.ndarray:
+    arr = _to_array(attr, value)
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.int64, copy=False)
+    if np.issubdtype(arr.dtype, np.floating):
+        if arr.size and not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+            raise DataContractError(f"{_label(attr)} must hold integers, got non-integral floats")
+        return arr.astype(np.int64)
+    raise DataContractError(f"{_label(attr)} must hold integers, got dtype {arr.dtype}")
+
+
+def _legacy_to_canonical(attr: str, arr: np.ndarray, n: int) -> np.ndarray:
+    """Transpose a legacy (N, N, n) stack to (n, N, N), warning with FORMAT-001."""
+    if arr.ndim == 3 and arr.shape[0] == arr.shape[1] and arr.shape[2] != arr.shape[0]:
+        if arr.shape[2] == n:
+            warnings.warn(
+                f"{_label(attr)} has the legacy (N, N, n) layout {arr.shape}; transposed to "
+                f"(n, N, N) = {(n, arr.shape[0], arr.shape[1])} (FORMAT-001). Re-save the "
+                "file with RawData.save to store the canonical layout.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return np.ascontiguousarray(np.transpose(arr, (2, 0, 1)))
+    return arr
+
+
+def counts_to_amplitude(counts: Any) -> np.ndarray:
+    """Convert photon counts to diffraction amplitude, ``sqrt(counts)``, as float32.
+
+    Args:
+        counts: photon counts, any real dtype and shape (typically (n, N, N)).
+
+    Raises:
+        DataContractError: non-real dtype, or any negative or non-finite count (the
+            message says how many); no clipping is applied.
+    """
+    arr = _to_array("diffraction", counts)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise DataContractError(f"counts must be real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64, copy=False)
+    n_nonfinite, n_negative = _count_bad(arr)
+    if n_nonfinite or n_negative:
+        raise DataContractError(
+            f"counts must be finite and >= 0: {n_nonfinite} non-finite and {n_negative} "
+            f"negative values out of {arr.size}"
+        )
+    return np.sqrt(arr).astype(np.float32)
+
+
+@dataclass(eq=False)
+class RawData:
+    """One ptychographic scan in the canonical layout (see module docstring for units).
+
+    Construction coerces dtypes (float32 diffraction, float64 coordinates, complex64
+    probe/object/labels, int64 scan index), transposes legacy (N, N, n) stacks with a
+    warning and then calls :meth:`validate`.  Arrays are not copied when already canonical.
+    """
+
+    diffraction: np.ndarray
+    xcoords: np.ndarray
+    ycoords: np.ndarray
+    probe_guess: np.ndarray
+    object_guess: np.ndarray | None = None
+    scan_index: np.ndarray | None = None
+    xcoords_start: np.ndarray | None = None
+    ycoords_start: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.xcoords = _as_real("xcoords", self.xcoords, np.float64)
+        self.ycoords = _as_real("ycoords", self.ycoords, np.float64)
+        n = self.xcoords.shape[0] if self.xcoords.ndim == 1 else -1
+        self.diffraction = _legacy_to_canonical(
+            "diffraction", _as_real("diffraction", self.diffraction, np.float32), n
+        )
+        self.probe_guess = _as_complex("probe_guess", self.probe_guess)
+        if self.object_guess is not None:
+            self.object_guess = _as_complex("object_guess", self.object_guess)
+        if self.scan_index is not None:
+            self.scan_index = _as_index("scan_index", self.scan_index)
+        if self.xcoords_start is not None:
+            self.xcoords_start = _as_real("xcoords_start", self.xcoords_start, np.float64)
+        if self.ycoords_start is not None:
+            self.ycoords_start = _as_real("ycoords_start", self.ycoords_start, np.float64)
+        if self.labels is not None:
+            labels = _as_complex("labels", self.labels)
+            if labels.ndim == 4 and labels.shape[-1] == 1:
+                labels = labels[..., 0]
+            self.labels = _legacy_to_canonical("labels", labels, n)
+        self.validate()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_positions(self) -> int:
+        """Number of scan positions n."""
+        return int(self.diffraction.shape[0])
+
+    @property
+    def N(self) -> int:  # noqa: N802 - the physics symbol
+        """Diffraction pattern side, pixels."""
+        return int(self.diffraction.shape[-1])
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Check every rule of the data contract; raise :class:`DataContractError`."""
+        for attr in ("xcoords", "ycoords"):
+            arr = getattr(self, attr)
+            self._check_dtype(attr, np.float64)
+            if arr.ndim != 1:
+                raise DataContractError(f"{attr} must be 1-D (n,), got shape {arr.shape}")
+        if self.xcoords.shape != self.ycoords.shape:
+            raise DataContractError(
+                f"xcoords and ycoords differ in length: {self.xcoords.shape[0]} vs "
+                f"{self.ycoords.shape[0]}"
+            )
+
+        diff = self.diffraction
+        self._check_dtype("diffraction", np.float32)
+        if diff.ndim != 3:
+            raise DataContractError(
+                f"diffraction must be 3-D (n, N, N) amplitude, got shape {diff.shape}"
+            )
+        if diff.shape[0] == 0:
+            raise DataContractError("empty scan: diffraction holds 0 patterns")
+        if diff.shape[1] != diff.shape[2]:
+            raise DataContractError(
+                f"diffraction patterns must be square (n, N, N), got shape {diff.shape}"
+            )
+        if diff.shape[1] < 1:
+            raise DataContractError(f"diffraction patterns are empty: shape {diff.shape}")
+        n, big_n = diff.shape[0], diff.shape[1]
+        if self.xcoords.shape[0] != n:
+            raise DataContractError(
+                f"diffraction has {n} patterns but xcoords/ycoords have "
+                f"{self.xcoords.shape[0]} positions"
+            )
+        n_nonfinite, n_negative = _count_bad(diff)
+        if n_nonfinite:
+            raise DataContractError(
+                f"diffraction has {n_nonfinite} non-finite (NaN/Inf) values out of {diff.size}"
+            )
+        if n_negative:
+            raise DataContractError(
+                f"diffraction has {n_negative} negative values out of {diff.size}; it must "
+                "be amplitude = sqrt(counts) >= 0"
+            )
+        for attr in ("xcoords", "ycoords"):
+            self._check_finite(attr)
+
+        probe = self.probe_guess
+        self._check_dtype("probe_guess", np.complex64)
+        if probe.ndim not in (2, 3):
+            raise DataContractError(
+                f"{_label('probe_guess')} must be (N, N) or (modes, N, N), got shape "
+                f"{probe.shape}"
+            )
+        if probe.shape[-2:] != (big_n, big_n) or (probe.ndim == 3 and probe.shape[0] < 1):
+            raise DataContractError(
+                f"{_label('probe_guess')} shape {probe.shape} does not match the diffraction "
+                f"patterns: expected ({big_n}, {big_n}) or (modes, {big_n}, {big_n})"
+            )
+        self._check_finite("probe_guess")
+
+        if self.object_guess is not None:
+            obj = self.object_guess
+            self._check_dtype("object_guess", np.complex64)
+            if obj.ndim != 2 or obj.size == 0:
+                raise DataContractError(
+                    f"{_label('object_guess')} must be a non-empty 2-D (H, W) array, got "
+                    f"shape {obj.shape}"
+                )
+            self._check_finite("object_guess")
+
+        if self.scan_index is not None:
+            self._check_dtype("scan_index", np.int64)
+            self._check_length("scan_index", n)
+
+        if (self.xcoords_start is None) != (self.ycoords_start is None):
+            given = "xcoords_start" if self.xcoords_start is not None else "ycoords_start"
+            raise DataContractError(
+                f"{given} is given without its partner; xcoords_start and ycoords_start "
+                "must be given together"
+            )
+        if self.xcoords_start is not None:
+            for attr in ("xcoords_start", "ycoords_start"):
+                self._check_dtype(attr, np.float64)
+                self._check_length(attr, n)
+                self._check_finite(attr)
+
+        if self.labels is not None:
+            self._check_dtype("labels", np.complex64)
+            if self.labels.shape != (n, big_n, big_n):
+                raise DataContractError(
+                    f"{_label('labels')} must have shape (n, N, N) = {(n, big_n, big_n)}, "
+                    f"got {self.labels.shape}"
+                )
+            self._check_finite("labels")
+
+    def _check_dtype(self, attr: str, dtype: type[np.generic]) -> None:
+        arr = getattr(self, attr)
+        if not isinstance(arr, np.ndarray) or arr.dtype != dtype:
+            got = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise DataContractError(f"{_label(attr)} must be {np.dtype(dtype)}, got {got}")
+
+    def _check_length(self, attr: str, n: int) -> None:
+        arr = getattr(self, attr)
+        if arr.shape != (n,):
+            raise DataContractError(
+                f"{_label(attr)} must have shape (n,) = ({n},) to match diffraction, got "
+                f"{arr.shape}"
+            )
+
+    def _check_finite(self, attr: str) -> None:
+        arr = getattr(self, attr)
+        if not np.all(np.isfinite(arr)):
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            raise DataContractError(
+                f"{_label(attr)} has {bad} non-finite (NaN/Inf) values out of {arr.size}"
+            )
+
+    # ------------------------------------------------------------------ selection
+    def subset(self, indices: Any) -> RawData:
+        """Return a new RawData holding the scan positions ``indices`` (in that order).
+
+        ``indices`` is a 1-D array of integers in ``[0, n)`` or a boolean mask of length n.
+        Probe and object are shared (not copied).
+        """
+        idx = np.asarray(indices)
+        n = self.n_positions
+        if idx.dtype == bool:
+            if idx.shape != (n,):
+                raise DataContractError(
+                    f"boolean subset mask must have shape ({n},), got {idx.shape}"
+                )
+            idx = np.flatnonzero(idx)
+        if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
+            raise DataContractError(
+                f"subset indices must be a 1-D integer array, got shape {idx.shape} "
+                f"dtype {idx.dtype}"
+            )
+        if idx.size == 0:
+            raise DataContractError("subset selects no scan positions")
+        idx = idx.astype(np.int64, copy=False)
+        if idx.min() < 0 or idx.max() >= n:
+            raise DataContractError(
+                f"subset indices must lie in [0, {n}), got range [{idx.min()}, {idx.max()}]"
+            )
+
+        def pick(arr: np.ndarray | None) -> np.ndarray | None:
+            return None if arr is None else arr[idx]
+
+        return RawData(
+            diffraction=self.diffraction[idx],
+            xcoords=self.xcoords[idx],
+            ycoords=self.ycoords[idx],
+            probe_guess=self.probe_guess,
+            object_guess=self.object_guess,
+            scan_index=pick(self.scan_index),
+            xcoords_start=pick(self.xcoords_start),
+            ycoords_start=pick(self.ycoords_start),
+            labels=pick(self.labels),
+        )
+
+    # ------------------------------------------------------------------ file I/O
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> RawData:
+        """Load and validate an ``.npz`` scan file (never unpickles).
+
+        Raises:
+            DataContractError: missing/unreadable file, not an npz archive, object
+                arrays, missing keys, or any contract violation (message starts with
+                the path).
+        """
+        p = Path(path)
+        if not p.exists():
+            raise DataContractError(f"{p}: file not found")
+        if not p.is_file():
+            raise DataContractError(f"{p}: not a regular file")
+        with open(p, "rb") as fh:
+            magic = fh.read(6)
+        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+            raise DataContractError(
+                f"{p}: not an .npz archive (the file does not start with a zip signature; "
+                f"{'it is empty' if not magic else f'first bytes {magic!r}'})"
+            )
+        try:
+            loaded = np.load(p, allow_pickle=False)
+        except _READ_ERRORS as exc:
+            raise DataContractError(
+                f"{p}: not a readable .npz archive ({type(exc).__name__}: {exc})"
+            ) from exc
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataContractError(
+                f"{p}: is a single .npy array, expected an .npz archive with keys "
+                "'diffraction', 'xcoords', 'ycoords', 'probeGuess'"
+            )
+        with loaded as npz:
+            try:
+                fields = _read_fields(p, npz)
+                return cls(**fields)
+            except DataContractError as exc:
+                if str(exc).startswith(f"{p}:"):
+                    raise
+                raise DataContractError(f"{p}: {exc}") from exc
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The canonical ``{npz key: array}`` mapping written by :meth:`save`."""
+        arrays = {}
+        for attr, key in _KEYS.items():
+            value = getattr(self, attr)
+            if value is not None:
+                arrays[key] = value
+        return arrays
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the scan to ``path`` (exactly that name) as an uncompressed ``.npz``.
+
+        The write is atomic: a failure leaves any previous file at ``path`` intact.
+        """
+        self.validate()
+        arrays = self.to_arrays()
+        with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+            # A file object stops np.savez from appending ".npz" to the temp name.
+            np.savez(fh, **arrays)
+
+
+def _read_key(path: Path, npz: Any, key: str) -> np.ndarray:
+    try:
+        return npz[key]
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise DataContractError(
+                f"{path}: key '{key}' holds an object (pickled) array; only numeric arrays "
+                "are accepted and pickled data is never loaded"
+            ) from exc
+        raise DataContractError(
+            f"{path}: key '{key}' could not be read ({type(exc).__name__}: {exc})"
+        ) from exc
+    except _READ_ERRORS as exc:
+        raise DataContractError(
+            f"{path}: key '{key}' could not be read, the archive is corrupt or truncated "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _read_fields(path: Path, npz: Any) -> dict[str, Any]:
+    present = sorted(npz.files)
+
+    def missing(what: str) -> DataContractError:
+        return DataContractError(f"{path}: missing {what}; keys present: {present}")
+
+    fields: dict[str, Any] = {}
+    if "diffraction" in present:
+        fields["diffraction"] = _read_key(path, npz, "diffraction")
+    elif "diff3d" in present:
+        fields["diffraction"] = _read_key(path, npz, "diff3d")
+    else:
+        raise missing("diffraction data: expected key 'diffraction' (or legacy 'diff3d')")
+    for attr in ("xcoords", "ycoords", "probe_guess"):
+        key = _KEYS[attr]
+        if key not in present:
+            raise missing(f"required key '{key}'")
+        fields[attr] = _read_key(path, npz, key)
+    for attr in ("object_guess", "scan_index", "xcoords_start", "ycoords_start"):
+        key = _KEYS[attr]
+        if key in present:
+            fields[attr] = _read_key(path, npz, key)
+
+    if "Y" in present:
+        fields["labels"] = _read_key(path, npz, "Y")
+    elif "label_amp" in present or "label_phase" in present:
+        if not ("label_amp" in present and "label_phase" in present):
+            given, absent = (
+                ("label_amp", "label_phase") if "label_amp" in present
+                else ("label_phase", "label_amp")
+            )
+            raise DataContractError(
+                f"{path}: '{given}' is present but '{absent}' is missing; labels need both "
+                "(or a complex 'Y')"
+            )
+        amp = _as_real("labels", _read_key(path, npz, "label_amp"), np.float32)
+        phase = _as_real("labels", _read_key(path, npz, "label_phase"), np.float32)
+        if amp.shape != phase.shape:
+            raise DataContractError(
+                f"{path}: label_amp shape {amp.shape} differs from label_phase shape "
+                f"{phase.shape}"
+            )
+        fields["labels"] = (amp * np.exp(1j * phase)).astype(np.complex64)
+    return fields
