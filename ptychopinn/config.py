@@ -12,9 +12,12 @@ import dataclasses
 import json
 import logging
 import math
+import numbers
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Self
+
+from numpy import bool_ as np_bool
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +45,16 @@ def _fail(cls_name: str, name: str, value: Any, allowed: str) -> None:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np_bool)
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    if not isinstance(value, numbers.Real) or isinstance(value, bool | np_bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 class _ConfigBase:
@@ -59,21 +67,27 @@ class _ConfigBase:
         _fail(type(self).__name__, name, getattr(self, name), allowed)
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
-        if getattr(self, name) not in choices:
-            self._err(name, f"must be one of {', '.join(choices)}")
+        value = getattr(self, name)
+        if not isinstance(value, str) or value not in choices:
+            self._err(name, f"must be one of the strings {', '.join(choices)}")
 
     def _check_bool(self, *names: str) -> None:
         for name in names:
             if not isinstance(getattr(self, name), bool):
                 self._err(name, "must be true or false")
 
-    def _check_int(self, name: str, minimum: int, *, optional: bool = False) -> None:
+    def _check_int(
+        self, name: str, minimum: int, *, maximum: int | None = None, optional: bool = False
+    ) -> None:
         value = getattr(self, name)
         if value is None and optional:
             return
-        if not _is_int(value) or value < minimum:
+        if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
             suffix = " or None" if optional else ""
-            self._err(name, f"must be an integer >= {minimum}{suffix}")
+            upper = f" and <= {maximum}" if maximum is not None else ""
+            self._err(name, f"must be an integer >= {minimum}{upper}{suffix}")
+        # numpy scalars (e.g. from GUI settings) become plain ints for JSON.
+        object.__setattr__(self, name, int(value))
 
     def _check_real(
         self,
@@ -88,13 +102,16 @@ class _ConfigBase:
         value = getattr(self, name)
         if value is None and optional:
             return
+        lo = "(" if exclusive_min else "["
+        hi = ")" if exclusive_max else "]"
+        suffix = " or None" if optional else ""
+        if not _is_real(value):
+            self._err(name, f"must be a finite number in {lo}{minimum}, {maximum}{hi}{suffix}")
         too_low = value <= minimum if exclusive_min else value < minimum
         too_high = value >= maximum if exclusive_max else value > maximum
-        if not _is_real(value) or not math.isfinite(value) or too_low or too_high:
-            lo = "(" if exclusive_min else "["
-            hi = ")" if exclusive_max else "]"
-            suffix = " or None" if optional else ""
+        if too_low or too_high:
             self._err(name, f"must be a finite number in {lo}{minimum}, {maximum}{hi}{suffix}")
+        object.__setattr__(self, name, float(value))
 
     def _coerce_paths(self) -> None:
         for name in self._path_fields:
@@ -175,10 +192,11 @@ class ModelConfig(_ConfigBase):
     gaussian_smoothing_sigma: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.amp_activation in AMP_ACTIVATION_ALIASES:
+        if isinstance(self.amp_activation, str) and self.amp_activation in AMP_ACTIVATION_ALIASES:
             object.__setattr__(self, "amp_activation", AMP_ACTIVATION_ALIASES[self.amp_activation])
-        if self.N not in SUPPORTED_N or not _is_int(self.N):
+        if not _is_int(self.N) or self.N not in SUPPORTED_N:
             self._err("N", f"must be one of {', '.join(map(str, SUPPORTED_N))}")
+        object.__setattr__(self, "N", int(self.N))
         self._check_int("gridsize", 1)
         self._check_int("n_filters_scale", 1)
         self._check_choice("model_type", MODEL_TYPES)
@@ -199,7 +217,7 @@ class ModelConfig(_ConfigBase):
 
 def _check_backend(obj: _ConfigBase) -> None:
     backend = obj.backend  # type: ignore[attr-defined]
-    if backend == "tensorflow":
+    if isinstance(backend, str) and backend.lower() == "tensorflow":
         obj._err(
             "backend",
             "this distribution has no TensorFlow backend; use backend='pytorch'",
@@ -342,8 +360,10 @@ class ExecutionConfig(_ConfigBase):
         if self.accelerator == "cuda":
             # Lightning names NVIDIA GPUs "gpu"; "cuda" is kept as a user-facing alias.
             object.__setattr__(self, "accelerator", "gpu")
-        if not (self.devices == "auto" or (_is_int(self.devices) and self.devices >= 1)):
-            self._err("devices", "must be an integer >= 1 or 'auto'")
+        if self.devices != "auto":
+            if not _is_int(self.devices) or self.devices < 1:
+                self._err("devices", "must be an integer >= 1 or 'auto'")
+            object.__setattr__(self, "devices", int(self.devices))
         self._check_choice("strategy", STRATEGIES)
         self._check_bool(
             "deterministic",
@@ -370,7 +390,8 @@ class ExecutionConfig(_ConfigBase):
         self._check_int("early_stop_patience", 1, optional=True)
         self._check_choice("logger", LOGGERS)
         self._check_int("inference_batch_size", 1, optional=True)
-        self._check_int("seed", 0)
+        # Lightning's seed_everything accepts 32-bit unsigned seeds only.
+        self._check_int("seed", 0, maximum=2**32 - 1)
         if self.num_workers > 0 and self.deterministic:
             logger.warning(
                 "num_workers > 0 with deterministic mode enabled may introduce "
