@@ -1,0 +1,104 @@
+"""Backend dispatcher: one entry point per workflow, routed by ``config.backend``.
+
+Only the ``pytorch`` backend exists. An unknown backend is a ``ValueError``; a backend
+that cannot be imported is a ``RuntimeError`` saying how to install it. There is no
+silent fallback. This module imports no torch until a workflow runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from ptychopinn.config import BACKENDS, ExecutionConfig, InferenceConfig, TrainingConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ptychopinn.data import RawData
+
+INSTALL_HINT = "pip install torch==2.13.0 && pip install 'ptychopinn'"
+
+
+def _backend(backend: str, part: str) -> ModuleType:
+    """Import ``ptychopinn_torch.<part>`` for ``backend`` or fail loudly."""
+    if backend == "tensorflow":
+        raise ValueError("backend='tensorflow': this distribution has no TensorFlow backend; "
+                         "use backend='pytorch'")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    try:
+        return importlib.import_module(f"ptychopinn_torch.{part}")
+    except ImportError as exc:
+        raise RuntimeError(
+            f"PyTorch backend selected but it cannot be imported ({exc}). "
+            f"Install it with: {INSTALL_HINT}"
+        ) from exc
+
+
+def train_cdi_model_with_backend(
+    train_data: RawData,
+    test_data: RawData | None,
+    config: TrainingConfig,
+    execution_config: ExecutionConfig | None = None,
+    epoch_callback: Any = None,
+) -> Any:
+    """Train with ``config.backend``; returns the backend's TrainingResult (history,
+    module, output paths). ``epoch_callback(report)`` returning False stops training."""
+    train = _backend(config.backend, "train")
+    return train.train(train_data, test_data, config, execution_config,
+                       epoch_callback=epoch_callback)
+
+
+def load_inference_bundle_with_backend(path: str | Path, backend: str = "pytorch") -> Any:
+    """Load a model bundle (or Lightning checkpoint, or an output directory holding one)."""
+    return _backend(backend, "inference").load_model(path)
+
+
+def reconstruct_with_backend(
+    model: Any,
+    data: RawData,
+    inference_config: InferenceConfig | None = None,
+    execution_config: ExecutionConfig | None = None,
+    progress_callback: Any = None,
+) -> Any:
+    """Reconstruct ``data`` with a loaded model; returns the backend's Reconstruction."""
+    backend = inference_config.backend if inference_config is not None else "pytorch"
+    inference = _backend(backend, "inference")
+    return inference.reconstruct(model, data, inference_config, execution_config,
+                                 progress_callback=progress_callback)
+
+
+def run_cdi_example_with_backend(
+    train_data: RawData,
+    test_data: RawData | None,
+    config: TrainingConfig,
+    execution_config: ExecutionConfig | None = None,
+    do_stitching: bool = False,
+) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+    """Train and, with ``do_stitching``, reconstruct the test scan (or the training scan
+    when there is none).
+
+    Returns ``(amplitude, phase, results)``; amplitude and phase are None without
+    stitching. ``results`` holds ``backend``, ``history``, ``training_result``,
+    ``bundle_path`` and, with stitching, ``reconstruction``.
+    """
+    result = train_cdi_model_with_backend(train_data, test_data, config, execution_config)
+    results: dict[str, Any] = {
+        "backend": config.backend,
+        "history": result.history,
+        "training_result": result,
+        "bundle_path": result.bundle_path,
+    }
+    if not do_stitching:
+        return None, None, results
+    inference = _backend(config.backend, "inference")
+    model = inference.loaded_model_from_training(result)
+    recon = inference.reconstruct(
+        model, test_data if test_data is not None else train_data,
+        InferenceConfig(backend=config.backend), execution_config,
+    )
+    results["reconstruction"] = recon
+    return recon.amplitude, recon.phase, results

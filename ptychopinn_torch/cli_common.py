@@ -1,0 +1,162 @@
+"""Flags and validation shared by the training and inference command lines."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from ptychopinn.config import ACCELERATORS, ConfigError
+
+
+class CliArgumentParser(argparse.ArgumentParser):
+    """argparse that exits 2 with one clear line for any invalid value."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def add_execution_flags(parser: argparse.ArgumentParser, *, inference: bool) -> None:
+    """--accelerator, --num-workers, --quiet and the legacy --device."""
+    parser.add_argument(
+        "--accelerator",
+        choices=ACCELERATORS,
+        default=None,
+        help="Hardware accelerator: auto (detect, default), cpu, gpu, cuda (alias for gpu), "
+        "tpu, or mps (Apple Silicon).",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "gpu"),
+        default=None,
+        help="DEPRECATED: use --accelerator (cpu -> cpu, cuda -> gpu). --accelerator wins.",
+    )
+    parser.add_argument(
+        "--num-workers",
+        dest="num_workers",
+        type=non_negative_int,
+        default=0,
+        help="DataLoader worker processes (default: 0 = load in the main process, safest "
+        "for reproducibility). More workers use more memory.",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="Suppress progress bars and per-epoch console output.",
+    )
+
+
+def resolve_accelerator(args: argparse.Namespace) -> str:
+    """--accelerator wins; legacy --device maps cpu -> cpu, cuda/gpu -> gpu with a
+    DeprecationWarning."""
+    if args.device is not None:
+        if args.accelerator is not None:
+            warnings.warn(
+                "--device is deprecated; --accelerator is given, so --device "
+                f"{args.device} is ignored.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        else:
+            warnings.warn(
+                "--device is deprecated; use --accelerator "
+                f"{'cpu' if args.device == 'cpu' else 'gpu'}.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return "cpu" if args.device == "cpu" else "gpu"
+    return args.accelerator or "auto"
+
+
+def show_deprecation_warnings() -> None:
+    """Python hides DeprecationWarning outside __main__ by default; command-line users
+    must see ours."""
+    warnings.filterwarnings("default", category=DeprecationWarning, module=r"ptychopinn.*")
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+
+
+# Config fields whose command-line dest has another name.
+_FIELD_DESTS = {"n_groups": "n_images", "nepochs": "max_epochs", "test_data_file": "test_data"}
+
+
+def _flag_for_field(parser: argparse.ArgumentParser, message: str) -> str | None:
+    """The flag that sets the config field a ConfigError message names, if any."""
+    match = re.match(r"\w+\.(\w+)=", message)
+    if match is None:
+        return None
+    field = match.group(1)
+    for action in parser._actions:
+        if action.option_strings and action.dest in (field, _FIELD_DESTS.get(field)):
+            return action.option_strings[0]
+    return None
+
+
+def build_or_exit(parser: argparse.ArgumentParser, factory: Callable[[], Any]) -> Any:
+    """Run a config factory; a ConfigError becomes exit code 2 with one line that names
+    the flag (users type flags, not config field names)."""
+    try:
+        return factory()
+    except ConfigError as exc:
+        message = str(exc)
+        flag = _flag_for_field(parser, message)
+        parser.error(f"argument {flag}: {message}" if flag else message)
+
+
+def accelerator_unavailable(accelerator: str) -> str | None:
+    """Why ``accelerator`` cannot run on this machine, or None if it can (checked before
+    any data is loaded, so the user gets one line instead of a Lightning traceback)."""
+    import importlib.util
+
+    import torch
+
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        return "CUDA is not available on this machine; use --accelerator cpu or auto"
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        return "MPS is not available on this machine; use --accelerator cpu or auto"
+    if accelerator == "tpu" and importlib.util.find_spec("torch_xla") is None:
+        return "TPU support needs the torch_xla package, which is not installed"
+    return None
+
+
+def configure_console_logging(quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("ptychopinn").setLevel(level)
+    logging.getLogger("ptychopinn_torch").setLevel(level)
+    if quiet:
+        logging.getLogger("lightning").setLevel(logging.WARNING)
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

@@ -1,0 +1,505 @@
+"""Inference workflow and command line (``python -m ptychopinn_torch.inference``).
+
+A trained model reconstructs a new scan in one streamed pass: group the positions,
+predict object patches batch by batch on the accelerator, and stitch them on the CPU.
+Only one batch at a time lives on the accelerator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, TrainingConfig
+from ptychopinn.data import DataContractError, RawData
+from ptychopinn.grouping import find_groups, input_scale
+from ptychopinn_torch.bundle import (
+    BUNDLE_FILENAME,
+    BundleError,
+    read_bundle,
+    read_lightning_checkpoint,
+)
+from ptychopinn_torch.cli_common import (
+    CliArgumentParser,
+    add_execution_flags,
+    build_or_exit,
+    configure_console_logging,
+    positive_int,
+    resolve_accelerator,
+    show_deprecation_warnings,
+)
+from ptychopinn_torch.module import PtychoPINNModule
+from ptychopinn_torch.stitching import Stitcher
+from ptychopinn_torch.trainer import CHECKPOINT_DIRNAME, LAST_CHECKPOINT
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready for inference, with the configs it was trained with."""
+
+    module: PtychoPINNModule
+    model_config: ModelConfig
+    training_config: TrainingConfig
+    execution_config: ExecutionConfig
+    source_path: Path
+    training_summary: dict[str, Any]
+
+    @property
+    def N(self) -> int:  # noqa: N802 - the physics symbol
+        return self.model_config.N
+
+    @property
+    def probe(self) -> np.ndarray:
+        """The probe the forward model uses (normalised units), complex64 (N, N)."""
+        return self.module.forward_model.probe.detach().cpu().numpy()
+
+
+@dataclass
+class Reconstruction:
+    """A stitched object. ``origin_px`` = (x, y) of ``object[0, 0]`` in the scan's
+    object-pixel frame (the frame of ``xcoords``/``ycoords``)."""
+
+    object: np.ndarray
+    origin_px: tuple[float, float]
+    coverage: np.ndarray
+    n_groups: int
+
+    @property
+    def amplitude(self) -> np.ndarray:
+        return np.abs(self.object)
+
+    @property
+    def phase(self) -> np.ndarray:
+        return np.angle(self.object)
+
+
+def _module_from_hparams(hp: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> PtychoPINNModule:
+    module = PtychoPINNModule(
+        model_config=hp["model_config"],
+        training_config=hp["training_config"],
+        execution_config=hp["execution_config"],
+        intensity_scale=float(hp["intensity_scale"]),
+        input_scale=float(hp["input_scale"]),
+        monitor=str(hp.get("monitor", "train_loss")),
+    )
+    missing, unexpected = module.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise BundleError(
+            f"model weights do not match the architecture: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+    module.eval()
+    return module
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A bundle file, a Lightning .ckpt, or a training output directory holding either
+    (the bundle is preferred over checkpoints/last.ckpt)."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / BUNDLE_FILENAME, path / CHECKPOINT_DIRNAME / LAST_CHECKPOINT):
+            if candidate.is_file():
+                return candidate
+        raise BundleError(
+            f"{path} holds no model: expected {BUNDLE_FILENAME} or "
+            f"{CHECKPOINT_DIRNAME}/{LAST_CHECKPOINT}"
+        )
+    if not path.exists():
+        raise BundleError(f"model file {path} does not exist")
+    return path
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Load a model bundle or Lightning checkpoint without executing code from it."""
+    source = resolve_model_path(path)
+    if source.suffix == ".ckpt":
+        state_dict, hp = read_lightning_checkpoint(source)
+        summary: dict[str, Any] = {}
+    else:
+        contents = read_bundle(source)
+        scales = contents.configs.get("scales", {})
+        hp = {
+            "model_config": contents.configs["model"],
+            "training_config": contents.configs["training"],
+            "execution_config": contents.configs["execution"],
+            "intensity_scale": scales.get("intensity_scale", contents.intensity_scale),
+            "input_scale": scales.get("input_scale", 1.0),
+            "monitor": scales.get("monitor", "train_loss"),
+        }
+        state_dict = contents.state_dict
+        summary = dict(contents.training_summary)
+    for key in ("model_config", "training_config", "execution_config", "intensity_scale",
+                "input_scale"):
+        if key not in hp:
+            raise BundleError(f"{source} lacks {key!r}; it was not written by PtychoPINN")
+    module = _module_from_hparams(hp, state_dict)
+    return LoadedModel(
+        module=module,
+        model_config=module.model_config,
+        training_config=module.training_config,
+        execution_config=module.execution_config,
+        source_path=source,
+        training_summary=summary,
+    )
+
+
+def loaded_model_from_training(result: Any) -> LoadedModel:
+    """Wrap a freshly trained module (a train.TrainingResult) for inference."""
+    module = result.module.cpu().eval()
+    return LoadedModel(
+        module=module,
+        model_config=module.model_config,
+        training_config=module.training_config,
+        execution_config=module.execution_config,
+        source_path=Path(result.bundle_path or result.output_dir),
+        training_summary=dict(result.summary),
+    )
+
+
+def select_device(accelerator: str) -> torch.device:
+    """The torch device an accelerator name means; 'auto' picks CUDA, then MPS, then CPU."""
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("accelerator 'gpu' requested but CUDA is not available")
+        return torch.device("cuda")
+    if accelerator == "mps":
+        if not torch.backends.mps.is_available():
+            raise RuntimeError("accelerator 'mps' requested but MPS is not available")
+        return torch.device("mps")
+    if accelerator == "tpu":
+        raise RuntimeError("inference on TPU is not supported; use cpu or gpu")
+    if accelerator == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+    return torch.device("cpu")
+
+
+def check_inference_inputs(model: LoadedModel, data: RawData) -> None:
+    """Errors that must come before any prediction."""
+    if data.N != model.N:
+        raise DataContractError(
+            f"the data has {data.N}x{data.N} patterns but the model was trained with "
+            f"N={model.N}"
+        )
+    if data.n_positions < model.model_config.C:
+        raise DataContractError(
+            f"the scan has {data.n_positions} positions; a group needs gridsize**2 = "
+            f"{model.model_config.C}"
+        )
+
+
+class _GroupStream(torch.utils.data.Dataset):
+    """Gathers one group's normalised patterns and offsets on demand, so memory does not
+    grow with gridsize**2 copies of the scan."""
+
+    def __init__(self, diffraction: np.ndarray, positions_px: np.ndarray,
+                 indices: np.ndarray, scale: np.float32):
+        self.diffraction = diffraction
+        self.positions_px = positions_px
+        self.indices = indices
+        self.scale = scale
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def __getitem__(self, g: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        members = self.indices[g]
+        pos = self.positions_px[members]
+        local = (pos - pos.mean(axis=0, keepdims=True)).astype(np.float32)
+        x = (self.diffraction[members] * self.scale).astype(np.float32)
+        return torch.from_numpy(x), torch.from_numpy(local), torch.from_numpy(pos)
+
+
+@torch.inference_mode()
+def reconstruct(
+    model: LoadedModel | str | Path,
+    data: RawData,
+    inference_config: InferenceConfig | None = None,
+    execution_config: ExecutionConfig | None = None,
+    progress_callback: ProgressCallback | None = None,
+) -> Reconstruction:
+    """Reconstruct the object of a scan with a trained model.
+
+    Groups are formed like in training (nearest neighbours, seeded); ``n_groups=None``
+    makes one group per scan position. Patches are predicted in batches of
+    ``inference_batch_size`` (default: the training batch size) and stitched on the CPU.
+    ``progress_callback(done_groups, total_groups)`` is called after each batch.
+    """
+    if not isinstance(model, LoadedModel):
+        model = load_model(model)
+    cfg = inference_config or InferenceConfig()
+    ex = execution_config or ExecutionConfig(accelerator="auto")
+    check_inference_inputs(model, data)
+    tc = model.training_config
+    gridsize = model.model_config.gridsize
+    indices, _ = find_groups(
+        data.xcoords,
+        data.ycoords,
+        gridsize,
+        neighbor_count=max(tc.neighbor_count, gridsize**2),
+        n_groups=cfg.n_groups,
+        seed=tc.subsample_seed,
+        sequential=cfg.n_groups is None,
+    )
+    positions = np.stack([data.xcoords, data.ycoords], axis=-1)
+    scale = np.float32(input_scale(data.diffraction))
+    device = select_device(ex.accelerator)
+    module = model.module.to(device).eval()
+    batch_size = ex.inference_batch_size or tc.batch_size
+    stitcher = Stitcher(
+        N=model.N,
+        positions_px_all=positions[np.unique(indices)],
+        crop_px=cfg.stitch_crop_px,
+        weighting=cfg.stitch_weighting,
+        probe=model.probe if cfg.stitch_weighting == "probe" else None,
+        flip_x=cfg.flip_x,
+        flip_y=cfg.flip_y,
+        transpose=cfg.transpose,
+    )
+    n_groups = indices.shape[0]
+    loader = torch.utils.data.DataLoader(
+        _GroupStream(data.diffraction, positions, indices, scale),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=ex.num_workers,
+        pin_memory=ex.pin_memory and device.type == "cuda",
+    )
+    done = 0
+    for x, offsets, group_pos in loader:
+        patches = module.predict_patches(x.to(device), offsets.to(device)).cpu().numpy()
+        stitcher.add(patches.reshape(-1, model.N, model.N), group_pos.numpy().reshape(-1, 2))
+        done += x.shape[0]
+        if progress_callback is not None:
+            progress_callback(done, n_groups)
+    stitched = stitcher.result()
+    return Reconstruction(
+        object=stitched.object.astype(np.complex64),
+        origin_px=(float(stitched.origin_px[0]), float(stitched.origin_px[1])),
+        coverage=stitched.coverage,
+        n_groups=n_groups,
+    )
+
+
+# ---------------------------------------------------------------------- outputs
+def truth_region(
+    recon: Reconstruction, object_guess: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The part of ``object_guess`` under the reconstruction canvas, and the canvas mask
+    of pixels that are both covered and inside the object (None if no overlap)."""
+    x0, y0 = (int(round(v)) for v in recon.origin_px)
+    H, W = recon.object.shape
+    truth = np.zeros((H, W), dtype=np.complex64)
+    inside = np.zeros((H, W), dtype=bool)
+    r0, r1 = max(0, y0), min(object_guess.shape[0], y0 + H)
+    c0, c1 = max(0, x0), min(object_guess.shape[1], x0 + W)
+    if r0 >= r1 or c0 >= c1:
+        return None
+    truth[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] = object_guess[r0:r1, c0:c1]
+    inside[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] = True
+    return truth, inside & recon.coverage
+
+
+def compute_metrics(recon: Reconstruction, object_guess: np.ndarray) -> dict[str, Any] | None:
+    """ptychopinn.metrics of the reconstruction against the known object, over the
+    scanned region: the covered pixels inside the object (uncovered pixels of the canvas
+    hold no reconstruction and are not compared). None if that region is too small."""
+    from ptychopinn.metrics import SSIM_RADIUS_PX, evaluate_reconstruction
+
+    found = truth_region(recon, object_guess)
+    if found is None:
+        return None
+    truth, mask = found
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    minimum = 2 * SSIM_RADIUS_PX + 1
+    if rows.size == 0 or rows[-1] - rows[0] + 1 < minimum or cols[-1] - cols[0] + 1 < minimum:
+        return None
+    return evaluate_reconstruction(recon.object, truth, region=mask)
+
+
+def save_image_png(
+    path: Path, image: np.ndarray, title: str, label: str, origin_px: tuple[float, float],
+    cmap: str,
+) -> None:
+    """One image with a colour bar and axes in object pixels, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ptychopinn._io import atomic_output
+
+    H, W = image.shape
+    x0, y0 = origin_px
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
+    shown = ax.imshow(image, cmap=cmap, extent=(x0 - 0.5, x0 + W - 0.5, y0 + H - 0.5, y0 - 0.5))
+    ax.set_xlabel("x (object pixels)")
+    ax.set_ylabel("y (object pixels)")
+    ax.set_title(title)
+    fig.colorbar(shown, ax=ax, label=label)
+    fig.tight_layout()
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+
+
+def write_outputs(
+    recon: Reconstruction,
+    output_dir: Path,
+    configs: dict[str, Any],
+    object_guess: np.ndarray | None = None,
+) -> dict[str, Path]:
+    """reconstructed_amplitude.png, reconstructed_phase.png, reconstruction.npz and,
+    with a known object, metrics.json in ``output_dir``."""
+    from ptychopinn._io import atomic_output, atomic_write_text
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "amplitude_png": output_dir / "reconstructed_amplitude.png",
+        "phase_png": output_dir / "reconstructed_phase.png",
+        "npz": output_dir / "reconstruction.npz",
+    }
+    shown = np.where(recon.coverage, recon.object, np.nan + 0j)
+    save_image_png(paths["amplitude_png"], np.abs(shown), "Reconstructed amplitude",
+                   "amplitude (transmission)", recon.origin_px, "gray")
+    save_image_png(paths["phase_png"], np.angle(shown), "Reconstructed phase",
+                   "phase (rad)", recon.origin_px, "twilight")
+    with atomic_output(paths["npz"]) as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            object=recon.object,
+            origin_px=np.asarray(recon.origin_px, dtype=np.float64),
+            coverage=recon.coverage,
+            configs_json=np.asarray(json.dumps(configs, sort_keys=True)),
+        )
+    if object_guess is not None:
+        metrics = compute_metrics(recon, object_guess)
+        if metrics is not None:
+            paths["metrics"] = output_dir / "metrics.json"
+            atomic_write_text(paths["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
+    return paths
+
+
+def run_inference(
+    inference_config: InferenceConfig,
+    execution_config: ExecutionConfig | None = None,
+    data: RawData | None = None,
+    model: LoadedModel | None = None,
+) -> tuple[Reconstruction, dict[str, Path]]:
+    """Load the model and data named in ``inference_config``, reconstruct, write outputs."""
+    if model is None:
+        if inference_config.model_path is None:
+            raise BundleError("InferenceConfig.model_path is not set")
+        model = load_model(inference_config.model_path)
+    if data is None:
+        if inference_config.test_data_file is None:
+            raise DataContractError("InferenceConfig.test_data_file is not set")
+        data = RawData.from_file(inference_config.test_data_file)
+    ex = execution_config or ExecutionConfig()
+    recon = reconstruct(model, data, inference_config, ex)
+    configs = {
+        "model": model.model_config.to_dict(),
+        "training": model.training_config.to_dict(),
+        "inference": inference_config.to_dict(),
+        "execution": ex.to_dict(),
+        "model_source": str(model.source_path),
+    }
+    paths = write_outputs(recon, Path(inference_config.output_dir), configs, data.object_guess)
+    return recon, paths
+
+
+# ---------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    p = CliArgumentParser(
+        prog="python -m ptychopinn_torch.inference",
+        description="Reconstruct a scan with a trained PtychoPINN model.",
+    )
+    p.add_argument("--model_path", type=Path, required=True,
+                   help="Model bundle (.zip), Lightning checkpoint (.ckpt), or a training "
+                        "output directory holding one (required).")
+    p.add_argument("--test_data", type=Path, required=True,
+                   help="NPZ scan to reconstruct (required).")
+    p.add_argument("--output_dir", type=Path, required=True,
+                   help="Directory for the images, reconstruction.npz and metrics.json "
+                        "(required).")
+    p.add_argument("--n_images", type=positive_int, default=None,
+                   help="Number of groups to reconstruct (default: one per scan position, "
+                        "i.e. the whole scan).")
+    add_execution_flags(p, inference=True)
+    p.add_argument("--inference-batch-size", dest="inference_batch_size", type=positive_int,
+                   default=None,
+                   help="Groups per inference batch (default: the training batch size).")
+    p.add_argument("--stitch-weighting", dest="stitch_weighting",
+                   choices=("uniform", "probe"), default="uniform",
+                   help="Weights of overlapping patches (default: uniform).")
+    p.add_argument("--flip_x", action="store_true", help="Flip each patch left-right.")
+    p.add_argument("--flip_y", action="store_true", help="Flip each patch up-down.")
+    p.add_argument("--transpose", action="store_true", help="Transpose each patch.")
+    return p
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[InferenceConfig, ExecutionConfig]:
+    inference = InferenceConfig(
+        model_path=args.model_path,
+        test_data_file=args.test_data,
+        n_groups=args.n_images,
+        output_dir=args.output_dir,
+        stitch_weighting=args.stitch_weighting,
+        flip_x=args.flip_x,
+        flip_y=args.flip_y,
+        transpose=args.transpose,
+    )
+    execution = ExecutionConfig(
+        accelerator=resolve_accelerator(args),
+        num_workers=args.num_workers,
+        inference_batch_size=args.inference_batch_size,
+        enable_progress_bar=not args.quiet,
+    )
+    return inference, execution
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    show_deprecation_warnings()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_console_logging(args.quiet)
+    inference, execution = build_or_exit(parser, lambda: configs_from_args(args))
+    try:
+        select_device(execution.accelerator)
+    except RuntimeError as exc:
+        parser.error(f"argument --accelerator: {exc}")
+    if not args.test_data.is_file():
+        parser.error(f"--test_data {args.test_data}: no such file")
+    try:
+        model = load_model(args.model_path)
+        data = RawData.from_file(args.test_data)
+        check_inference_inputs(model, data)
+    except (BundleError, DataContractError) as exc:
+        parser.error(str(exc))
+    recon, paths = run_inference(inference, execution, data=data, model=model)
+    if not args.quiet:
+        for name, path in paths.items():
+            print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""LightningModule: generator network + differentiable forward model + losses.
+
+Hyperparameters are plain dicts (the four configs plus two scales), so
+``PtychoPINNModule.load_from_checkpoint(path)`` needs no other argument and the checkpoint
+loads with ``weights_only=True``. The probe is a buffer (or parameter) in the state dict.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
+from ptychopinn_torch import physics
+from ptychopinn_torch.networks import Generator
+from ptychopinn_torch.trainer import LEARNING_RATE, TRAIN_LOSS, VAL_LOSS, build_scheduler
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or Inf loss; the last good checkpoint is kept."""
+
+
+class PtychoPINNModule(L.LightningModule):
+    """Maps grouped, normalised diffraction amplitudes to complex object patches.
+
+    ``input_scale``: amplitude -> normalised units of the training data.
+    ``intensity_scale``: normalised amplitude -> sqrt(photon counts), see
+    specs/conventions.md.
+    """
+
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        training_config: dict[str, Any],
+        execution_config: dict[str, Any],
+        intensity_scale: float,
+        input_scale: float,
+        probe: np.ndarray | torch.Tensor | None = None,
+        monitor: str = TRAIN_LOSS,
+    ):
+        super().__init__()
+        # The probe lives in the state dict, not in the hyperparameters.
+        self.save_hyperparameters(ignore=["probe"])
+        self.model_config = ModelConfig.from_dict(model_config)
+        self.training_config = TrainingConfig.from_dict(training_config)
+        self.execution_config = ExecutionConfig.from_dict(execution_config)
+        N = self.model_config.N
+        if probe is None:
+            # Placeholder with the right shape; load_state_dict fills in the real probe.
+            probe = np.ones((N, N), dtype=np.complex64)
+        self.generator = Generator(self.model_config)
+        self.forward_model = physics.ForwardModel(
+            self.model_config,
+            probe,
+            probe_trainable=self.training_config.probe_trainable,
+            intensity_scale=intensity_scale,
+            intensity_scale_trainable=self.training_config.intensity_scale_trainable,
+        )
+        self.monitor = monitor
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, diffraction: torch.Tensor) -> torch.Tensor:
+        """Complex object patches (B, C, N, N) from normalised amplitudes (B, C, N, N)."""
+        return self.generator(diffraction).obj
+
+    def predict_patches(
+        self, diffraction: torch.Tensor, local_offsets_px: torch.Tensor
+    ) -> torch.Tensor:
+        """Object patches at each position of a group, after the object_big merge (what
+        the physics sees), complex (B, C, N, N)."""
+        patches = self(diffraction)
+        return self.forward_model.object_for_positions(patches, local_offsets_px)
+
+    # ------------------------------------------------------------------ training
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        x = batch["diffraction"]
+        out = self.generator(x)
+        labels = batch.get("labels")
+        fm = self.forward_model
+        supervised = self.model_config.model_type == "supervised"
+        predicted = None if supervised else fm(out.obj, batch["local_offsets_px"])
+        terms = physics.total_loss(
+            self.training_config,
+            pred_amp=predicted,
+            meas_amp=x,
+            intensity_scale=fm.intensity_scale,
+            meas_intensity_scale=fm.data_intensity_scale,
+            obj=out.obj,
+            amp=out.amplitude,
+            phase=out.phase,
+            label=labels,
+        )
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"{stage} loss became {loss.item()} at epoch {self.current_epoch}; "
+                "training stopped. The last good checkpoint is "
+                "<output_dir>/checkpoints/last.ckpt. Try a lower learning rate or "
+                "gradient clipping (--learning-rate, gradient_clip_val)."
+            )
+        batch_size = x.shape[0]
+        for name, value in terms.items():
+            metric = f"{stage}_loss" if name == "loss" else f"{stage}_{name}"
+            self.log(
+                metric,
+                value.detach(),
+                on_step=False,
+                on_epoch=True,
+                prog_bar=name == "loss",
+                batch_size=batch_size,
+                sync_dist=True,
+            )
+        return loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_train_epoch_start(self) -> None:
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.log(LEARNING_RATE, float(lr), on_step=False, on_epoch=True, sync_dist=False)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.execution_config.learning_rate)
+        scheduler = build_scheduler(
+            optimizer, self.execution_config.scheduler, self.training_config.nepochs, self.monitor
+        )
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # ------------------------------------------------------------------ names
+    def logged_metric_names(self, has_validation: bool, has_labels: bool) -> set[str]:
+        """Every metric this module logs per epoch (see physics.total_loss for the terms),
+        used to check a checkpoint monitor before training starts."""
+        tc = self.training_config
+        if self.model_config.model_type == "supervised":
+            parts = {"supervised"}
+        else:
+            parts = {"mae"}
+            if tc.loss_mode == "poisson":
+                parts.add("poisson")
+            if has_labels and tc.realspace_weight > 0:
+                parts.add("realspace")
+        names = {TRAIN_LOSS, LEARNING_RATE} | {f"train_{p}" for p in parts}
+        if has_validation:
+            names |= {VAL_LOSS} | {f"val_{p}" for p in parts}
+        return names
+
+
+def intensity_scale_for(nphotons: float | None, mean_total_counts: float, N: int) -> float:
+    """sqrt(photons per pattern) / (N/2): maps normalised amplitudes to sqrt(counts)."""
+    photons = nphotons if nphotons is not None else mean_total_counts
+    return math.sqrt(photons) / (N / 2)

@@ -1,0 +1,238 @@
+"""Lightning Trainer, callbacks, loggers and LR schedulers built from ExecutionConfig."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from ptychopinn.config import ExecutionConfig, TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+TRAIN_LOSS = "train_loss"
+VAL_LOSS = "val_loss"
+LEARNING_RATE = "learning_rate"
+CHECKPOINT_DIRNAME = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+
+
+class TrainingSetupError(ValueError):
+    """A training run cannot start as configured (raised before any work)."""
+
+
+def resolve_monitor(requested: str, has_validation: bool, known_metrics: set[str]) -> str:
+    """Metric name that checkpointing, early stopping and plateau scheduling follow.
+
+    ``val_loss`` (or any ``val_*`` metric) falls back to the matching training metric
+    when there is no validation data, because only logged metrics can be monitored.
+    """
+    name = requested
+    if not has_validation and name.startswith("val_"):
+        fallback = "train_" + name[len("val_") :]
+        logger.info("no validation data: monitoring %s instead of %s", fallback, name)
+        name = fallback
+    if name not in known_metrics:
+        raise TrainingSetupError(
+            f"ExecutionConfig.checkpoint_monitor={requested!r} is not a logged metric; "
+            f"choose one of {', '.join(sorted(known_metrics))}"
+        )
+    return name
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, scheduler: str, nepochs: int, monitor: str
+) -> dict[str, Any] | None:
+    """Epoch-wise LR scheduler config for ``configure_optimizers`` (None for Default).
+
+    Exponential: x0.95 per epoch. MultiStage: x0.1 at 50 % and 75 % of the epochs.
+    Adaptive: x0.5 once ``monitor`` has not improved by more than 1e-4 for 3 epochs in
+    a row (torch ``patience=2``: two such epochs are tolerated).
+    WarmupCosine: linear warm-up over 10 % of the epochs, then cosine decay to 5 %.
+    """
+    if scheduler == "Default":
+        return None
+    if scheduler == "Exponential":
+        sched: Any = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.95)
+    elif scheduler == "MultiStage":
+        milestones = sorted({max(1, nepochs // 2), max(1, (3 * nepochs) // 4)})
+        sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    elif scheduler == "Adaptive":
+        # Absolute threshold: with the default relative one, a negative loss (the Poisson
+        # NLL is) counts a slightly worse value as an improvement and never reduces.
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=0.5, patience=2, threshold=1e-4, threshold_mode="abs"
+        )
+        return {"scheduler": sched, "interval": "epoch", "monitor": monitor}
+    elif scheduler == "WarmupCosine":
+        warmup = max(1, nepochs // 10)
+        floor = 0.05
+
+        def factor(epoch: int) -> float:
+            if epoch < warmup:
+                return (epoch + 1) / warmup
+            progress = min(1.0, (epoch - warmup) / max(1, nepochs - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)
+    else:  # ExecutionConfig validates the name; this guards programming errors.
+        raise ValueError(f"unknown scheduler {scheduler!r}")
+    return {"scheduler": sched, "interval": "epoch"}
+
+
+@dataclass
+class EpochReport:
+    """What one finished epoch produced (losses in the units of specs/physics_and_losses.md)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    learning_rate: float
+
+
+EpochCallback = Callable[[EpochReport], bool | None]
+
+
+@dataclass
+class HistoryCallback(Callback):
+    """Collects per-epoch metrics, logs a line per epoch when quiet bars are off, and lets
+    a caller stop training (its callback returning ``False``)."""
+
+    epoch_callback: EpochCallback | None = None
+    log_each_epoch: bool = False
+    history: dict[str, list[float]] = field(
+        default_factory=lambda: {TRAIN_LOSS: [], VAL_LOSS: [], LEARNING_RATE: []}
+    )
+    stopped_by_caller: bool = False
+    _epoch_lr: float = math.nan
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Read here: epoch-wise schedulers step before on_train_epoch_end callbacks run.
+        self._epoch_lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        train = float(metrics[TRAIN_LOSS]) if TRAIN_LOSS in metrics else math.nan
+        val = float(metrics[VAL_LOSS]) if VAL_LOSS in metrics else None
+        lr = self._epoch_lr
+        self.history[TRAIN_LOSS].append(train)
+        if val is not None:
+            self.history[VAL_LOSS].append(val)
+        self.history[LEARNING_RATE].append(lr)
+        report = EpochReport(trainer.current_epoch, train, val, lr)
+        if self.log_each_epoch and trainer.is_global_zero:
+            val_text = f" val_loss={val:.5g}" if val is not None else ""
+            logger.info(
+                "epoch %d/%d train_loss=%.5g%s lr=%.3g",
+                report.epoch + 1, trainer.max_epochs, train, val_text, lr,
+            )
+        if self.epoch_callback is not None and self.epoch_callback(report) is False:
+            self.stopped_by_caller = True
+            trainer.should_stop = True
+
+
+def _build_logger(kind: str, output_dir: Path) -> Any:
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(output_dir), name="lightning_logs")
+    if kind == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+            from lightning.pytorch.loggers import TensorBoardLogger
+        except ImportError as exc:
+            raise TrainingSetupError(
+                "ExecutionConfig.logger='tensorboard' needs the tensorboard package: "
+                "pip install 'ptychopinn[tensorboard]'"
+            ) from exc
+        return TensorBoardLogger(save_dir=str(output_dir), name="lightning_logs")
+    if kind == "mlflow":
+        try:
+            import mlflow  # noqa: F401
+            from lightning.pytorch.loggers import MLFlowLogger
+        except ImportError as exc:
+            raise TrainingSetupError(
+                "ExecutionConfig.logger='mlflow' needs the mlflow package: "
+                "pip install 'ptychopinn[mlflow]'"
+            ) from exc
+        # A local file store under output_dir: no tracking server is needed. MLflow 3
+        # refuses file stores unless opted in; a user's explicit setting is kept.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        store = (output_dir / "mlruns").resolve()
+        return MLFlowLogger(experiment_name="ptychopinn", tracking_uri=store.as_uri())
+    raise TrainingSetupError(f"unknown logger {kind!r}")
+
+
+def _build_strategy(execution_config: ExecutionConfig) -> Any:
+    strategy = execution_config.strategy
+    if strategy in ("ddp", "ddp_spawn"):
+        from lightning.pytorch.strategies import DDPStrategy
+
+        # NCCL only exists for CUDA; CPU processes talk over gloo.
+        backend = "gloo" if execution_config.accelerator in ("cpu",) or not torch.cuda.is_available() else "nccl"
+        start_method = "spawn" if strategy == "ddp_spawn" else "popen"
+        return DDPStrategy(process_group_backend=backend, start_method=start_method)
+    return strategy
+
+
+def build_trainer(
+    training_config: TrainingConfig,
+    execution_config: ExecutionConfig,
+    monitor: str,
+    history: HistoryCallback,
+) -> L.Trainer:
+    """A Trainer configured from the execution config; checkpoints under
+    ``<output_dir>/checkpoints`` and logs under ``<output_dir>/lightning_logs``."""
+    ex = execution_config
+    output_dir = Path(training_config.output_dir)
+    callbacks: list[Callback] = [history]
+    if ex.enable_checkpointing:
+        top_k = ex.checkpoint_save_top_k
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=str(output_dir / CHECKPOINT_DIRNAME),
+                filename="epoch{epoch:03d}-" + monitor + "{" + monitor + ":.5g}",
+                auto_insert_metric_name=False,
+                monitor=monitor if top_k != 0 else None,
+                mode=ex.checkpoint_mode,
+                save_top_k=top_k if top_k != 0 else 0,
+                save_last=True,
+            )
+        )
+    if ex.early_stop_patience is not None:
+        callbacks.append(
+            EarlyStopping(monitor=monitor, patience=ex.early_stop_patience, mode=ex.checkpoint_mode)
+        )
+    return L.Trainer(
+        max_epochs=training_config.nepochs,
+        accelerator=ex.accelerator,
+        devices=ex.devices,
+        strategy=_build_strategy(ex),
+        deterministic=ex.deterministic,
+        precision=ex.precision,
+        gradient_clip_val=ex.gradient_clip_val,
+        accumulate_grad_batches=ex.accumulate_grad_batches,
+        enable_checkpointing=ex.enable_checkpointing,
+        enable_progress_bar=ex.enable_progress_bar,
+        enable_model_summary=ex.enable_progress_bar,
+        logger=_build_logger(ex.logger, output_dir),
+        callbacks=callbacks,
+        default_root_dir=str(output_dir),
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+    )
