@@ -203,17 +203,30 @@ def build_trainer(
     callbacks: list[Callback] = [history]
     if ex.enable_checkpointing:
         top_k = ex.checkpoint_save_top_k
+        checkpoint_dir = str(output_dir / CHECKPOINT_DIRNAME)
+        # last.ckpt is written by its own callback after every epoch: Lightning's
+        # save_last only refreshes it when a top-k file is saved in the same epoch, so
+        # resuming (or the NaN stop) would otherwise go back to an older epoch.
         callbacks.append(
             ModelCheckpoint(
-                dirpath=str(output_dir / CHECKPOINT_DIRNAME),
-                filename="epoch{epoch:03d}-" + monitor + "{" + monitor + ":.5g}",
-                auto_insert_metric_name=False,
-                monitor=monitor if top_k != 0 else None,
-                mode=ex.checkpoint_mode,
-                save_top_k=top_k if top_k != 0 else 0,
-                save_last=True,
+                dirpath=checkpoint_dir,
+                filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
+                monitor=None,
+                save_top_k=1,
+                enable_version_counter=False,
             )
         )
+        if top_k != 0:
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=checkpoint_dir,
+                    filename="epoch{epoch:03d}-" + monitor + "{" + monitor + ":.5g}",
+                    auto_insert_metric_name=False,
+                    monitor=monitor,
+                    mode=ex.checkpoint_mode,
+                    save_top_k=top_k,
+                )
+            )
     if ex.early_stop_patience is not None:
         callbacks.append(
             EarlyStopping(monitor=monitor, patience=ex.early_stop_patience, mode=ex.checkpoint_mode)
