@@ -1,0 +1,425 @@
+"""The ``PINN`` and ``Supervised`` trainable reconstructors (ptychodus.api.reconstruct).
+
+Training and inference run in a worker thread; the generators hand its results to
+Ptychodus as they arrive. Closing a generator (Stop in the GUI, or Ptychodus breaking out
+of its loop) asks the worker to stop at the end of the current epoch, waits for it and
+cleans up in ``finally``. See ``specs/reconstructor_api.md`` for the full contract.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import numpy
+from ptychodus.api.io import StandardFileLayout, load_diffraction_data, load_product
+from ptychodus.api.product import LossValue, Product
+from ptychodus.api.reconstruct import (
+    ReconstructInput,
+    ReconstructOutput,
+    TrainableReconstructor,
+    TrainOutput,
+    prepare_reconstruct_input,
+)
+
+from ptychopinn import workflows
+from ptychopinn.data import RawData
+
+from .conversion import PreparedData, paste_reconstruction, prepare_input
+from .errors import ModelNotLoadedError, PtychodusInputError
+from .settings import (
+    PtychoPINNSettings,
+    execution_config_from_settings,
+    inference_config_from_settings,
+    settings_to_configs,
+)
+from .training_data import resolve_training_data
+
+__all__ = [
+    'MODEL_FILE_EXTENSION',
+    'RECONSTRUCT_PROGRESS_GOAL',
+    'PtychoPINNReconstructor',
+]
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE_EXTENSION: Final[str] = '.zip'
+"""Bundles are single zip files (``ptychopinn_torch.bundle``)."""
+
+RECONSTRUCT_PROGRESS_GOAL: Final[int] = 100
+"""Reconstruction progress is reported in percent."""
+
+_RECONSTRUCT_REPORT_STEP = 25  # percent between intermediate ReconstructOutputs
+
+_EVENT, _DONE, _FAILED = 'event', 'done', 'failed'
+
+
+class _Worker:
+    """Runs ``target(post)`` in a daemon thread; ``post(payload)`` queues an event."""
+
+    def __init__(self, name: str, target: Callable[[Callable[[Any], None]], Any]) -> None:
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._target = target
+        self.stop_requested = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.result = self._target(lambda payload: self._queue.put((_EVENT, payload)))
+        except BaseException as exc:  # handed to the generator, which re-raises it
+            self.error = exc
+            self._queue.put((_FAILED, exc))
+        else:
+            self._queue.put((_DONE, self.result))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def messages(self) -> Iterator[Any]:
+        """Event payloads until the target returns; re-raises the target's exception."""
+        while True:
+            kind, payload = self._queue.get()
+
+            if kind == _FAILED:
+                raise payload
+
+            if kind == _DONE:
+                return
+
+            yield payload
+
+    def stop_and_join(self) -> None:
+        self.stop_requested.set()
+
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+class PtychoPINNReconstructor(TrainableReconstructor):
+    """One PtychoPINN model type (``pinn`` or ``supervised``) as a Ptychodus reconstructor.
+
+    The reconstructor owns the model it trained or loaded; all settings are read from the
+    shared :class:`PtychoPINNSettings` when an action starts.
+    """
+
+    def __init__(self, name: str, model_type: str, settings: PtychoPINNSettings) -> None:
+        self._name = name
+        self._model_type = model_type
+        self._settings = settings
+        self._model: Any = None  # ptychopinn_torch LoadedModel
+        self._model_path: Path | None = None
+        self._active_goal: int | None = None
+        self.progress_interval_s = 1.0
+        """Least time between intermediate ReconstructOutputs (batch mode saves each one)."""
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def model_type(self) -> str:
+        return self._model_type
+
+    @property
+    def loaded_model(self) -> Any:
+        """The loaded ``LoadedModel`` (``.model_config``, ``.N``, ...) or None."""
+        return self._model
+
+    @property
+    def model_path(self) -> Path | None:
+        """File the current model was loaded from (after training: the written bundle)."""
+        return self._model_path
+
+    def get_progress_goal(self) -> int:
+        """Epochs while training, percent while reconstructing."""
+        if self._active_goal is not None:
+            return self._active_goal
+
+        return self._settings.training.nepochs.get_value()
+
+    # ------------------------------------------------------------------ model files
+    def is_model_loaded(self) -> bool:
+        return self._model is not None
+
+    def get_model_file_filter(self) -> str:
+        return 'PtychoPINN Model (*.zip *.ckpt)'
+
+    def get_model_file_extension(self) -> str:
+        return MODEL_FILE_EXTENSION
+
+    def load_model_from_file(self, file_path: Path) -> None:
+        """Load a bundle (``.zip``), a Lightning ``.ckpt`` or a directory holding one."""
+        model = workflows.load_inference_bundle_with_backend(Path(file_path), backend='pytorch')
+        model_type = model.model_config.model_type
+
+        if model_type != self._model_type:
+            logger.warning(
+                f'{self._name}: loaded a {model_type!r} model from {file_path}; it '
+                'reconstructs the same way, but training here would use '
+                f'{self._model_type!r}'
+            )
+
+        self._model = model
+        self._model_path = Path(model.source_path)
+        logger.info(
+            f'{self._name}: loaded model N={model.N} gridsize={model.model_config.gridsize} '
+            f'from {self._model_path}'
+        )
+
+    def save_model(self, file_path: Path) -> None:
+        """Write the current model as a bundle to ``file_path``."""
+        if self._model is None:
+            raise ModelNotLoadedError(f'{self._name}: there is no model to save')
+
+        destination = Path(file_path)
+        source = self._model_path
+
+        if source is not None and source.suffix == MODEL_FILE_EXTENSION and source.is_file():
+            if source.resolve() != destination.resolve():
+                shutil.copyfile(source, destination)
+        else:  # loaded from a Lightning checkpoint: write a proper bundle
+            from ptychopinn_torch.train import save_model_bundle
+
+            save_model_bundle(self._model.module, destination, self._model.training_summary)
+
+        logger.info(f'{self._name}: saved model to {destination}')
+
+    # ------------------------------------------------------------------ data
+    def get_training_data_file_filter(self) -> str:
+        return 'NumPy Zipped Archive (*.npz)'
+
+    def _bad_pixel_mode(self) -> str:
+        return self._settings.inference.bad_pixel_mode.get_value()
+
+    def _to_raw_data(self, prepared: PreparedData) -> RawData:
+        raw = prepared.to_raw_data()
+
+        if self._model_type == 'supervised':
+            # Supervised training needs the true object patch at every position; the
+            # product's object is taken as that truth, cut with PtychoPINN's patch rule.
+            from ptychopinn.simulate import extract_patches
+
+            labels = extract_patches(
+                prepared.object_guess, prepared.xcoords_px, prepared.ycoords_px, prepared.N
+            )
+            raw = dataclasses.replace(raw, labels=labels)
+
+        return raw
+
+    def export_training_data(self, file_path: Path, parameters: ReconstructInput) -> None:
+        """Write ``parameters`` as a PtychoPINN data-contract NPZ.
+
+        Counts become amplitudes (bad pixels repaired per ``BadPixelMode``), positions
+        object pixels, the probe its incoherent mode 0 and the object ``objectGuess``;
+        the Supervised reconstructor also writes the object patches as labels (``Y``).
+        A path without a suffix gets ``.npz``.
+        """
+        path = Path(file_path)
+
+        if not path.suffix:
+            path = path.with_suffix('.npz')
+
+        prepared = prepare_input(parameters, bad_pixel_mode=self._bad_pixel_mode())
+        self._to_raw_data(prepared).save(path)
+        logger.info(f'{self._name}: exported {prepared.n_positions} patterns to {path}')
+
+    def _read_training_data(self, input_path: Path) -> tuple[RawData, RawData | None, Path | None, Path | None]:
+        source = resolve_training_data(input_path)
+
+        if source.train_file is not None:
+            train = RawData.from_file(source.train_file)
+            test = RawData.from_file(source.test_file) if source.test_file is not None else None
+            return train, test, source.train_file, source.test_file
+
+        assert source.standard_layout_dir is not None
+        directory = source.standard_layout_dir
+        logger.info(f'{self._name}: converting {directory} (Ptychodus standard layout)')
+        reconstruct_input = prepare_reconstruct_input(
+            load_diffraction_data(directory / StandardFileLayout.DIFFRACTION),
+            load_product(directory / StandardFileLayout.PRODUCT),
+        )
+        prepared = prepare_input(reconstruct_input, bad_pixel_mode=self._bad_pixel_mode())
+        return self._to_raw_data(prepared), None, None, None
+
+    # ------------------------------------------------------------------ training
+    def train(self, input_path: Path, output_path: Path) -> Iterator[TrainOutput]:
+        """Train on the data at ``input_path`` and write the bundle into ``output_path``.
+
+        Yields one TrainOutput per epoch: all training / validation losses so far and
+        ``progress`` = epochs completed. When training ends (or is stopped) the bundle
+        ``ptychopinn_model.zip`` is loaded as the current model and copied to
+        ``model.zip`` in ``output_path`` (the name ``-b reconstruct`` looks for).
+        """
+        output_dir = Path(output_path)
+        train_raw, test_raw, train_file, test_file = self._read_training_data(Path(input_path))
+        model_config, training_config, _, execution_config = settings_to_configs(
+            self._settings,
+            model_type=self._model_type,
+            N=train_raw.N,
+            train_data_file=train_file,
+            test_data_file=test_file,
+            training_output_dir=output_dir,
+        )
+
+        for label, raw in (('training', train_raw), ('validation', test_raw)):
+            if raw is not None and raw.n_positions < model_config.C:
+                raise PtychodusInputError(
+                    f'the {label} data has {raw.n_positions} scan positions, but a group '
+                    f'needs {model_config.C} (gridsize**2)'
+                )
+
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self._active_goal = training_config.nepochs
+        worker: _Worker
+
+        def run(post: Callable[[Any], None]) -> Any:
+            def on_epoch(report: Any) -> bool:
+                post(report)
+                return not worker.stop_requested.is_set()
+
+            return workflows.train_cdi_model_with_backend(
+                train_raw, test_raw, training_config, execution_config, epoch_callback=on_epoch
+            )
+
+        worker = _Worker(f'{self._name}-train', run)
+        training_loss: list[LossValue] = []
+        validation_loss: list[LossValue] = []
+        logger.info(
+            f'{self._name}: training N={model_config.N} on {train_raw.n_positions} patterns '
+            f'for up to {training_config.nepochs} epochs -> {output_dir}'
+        )
+        worker.start()
+
+        try:
+            for report in worker.messages():
+                training_loss.append(LossValue(epoch=report.epoch, value=report.train_loss))
+
+                if report.val_loss is not None:
+                    validation_loss.append(LossValue(epoch=report.epoch, value=report.val_loss))
+
+                logger.info(
+                    f'{self._name}: epoch {report.epoch + 1} train_loss={report.train_loss:.5g}'
+                    + (f' val_loss={report.val_loss:.5g}' if report.val_loss is not None else '')
+                )
+                yield TrainOutput(
+                    training_loss=list(training_loss),
+                    validation_loss=list(validation_loss),
+                    progress=report.epoch + 1,
+                )
+        except GeneratorExit:
+            logger.info(f'{self._name}: stop requested; finishing the current epoch')
+            worker.stop_and_join()
+
+            if worker.error is not None:
+                logger.error(f'{self._name}: training failed while stopping: {worker.error}')
+            elif worker.result is not None:
+                try:
+                    self._adopt_trained_model(worker.result, output_dir)
+                except Exception:
+                    logger.exception(f'{self._name}: could not load the stopped model')
+
+            raise
+        finally:
+            worker.stop_and_join()
+
+        self._adopt_trained_model(worker.result, output_dir)
+
+    def _adopt_trained_model(self, result: Any, output_dir: Path) -> None:
+        bundle_path = result.bundle_path
+
+        if bundle_path is None:
+            raise RuntimeError(f'{self._name}: training finished but wrote no model bundle')
+
+        self.load_model_from_file(Path(bundle_path))
+        standard_path = output_dir / f'{StandardFileLayout.MODEL_BASENAME}{MODEL_FILE_EXTENSION}'
+
+        if standard_path.resolve() != Path(bundle_path).resolve():
+            shutil.copyfile(bundle_path, standard_path)
+
+    # ------------------------------------------------------------------ inference
+    def reconstruct(self, parameters: ReconstructInput) -> Iterator[ReconstructOutput]:
+        """Reconstruct the object of ``parameters`` with the loaded model.
+
+        While the network runs, yields the input product at 25/50/75 % progress when at
+        least ``progress_interval_s`` has passed since the previous yield (short runs
+        yield only the result). The last yield, progress 100, is the final product: the
+        stitched object pasted onto the input object's grid; probe, positions and
+        metadata unchanged; no losses (a forward pass has no iterations).
+        """
+        model = self._model
+
+        if model is None:
+            raise ModelNotLoadedError(
+                f'{self._name}: no model loaded; train one or use "Load Model..." first'
+            )
+
+        prepared = prepare_input(
+            parameters,
+            bad_pixel_mode=self._bad_pixel_mode(),
+            model_n=model.N,
+            group_size=model.model_config.C,
+        )
+        raw = prepared.to_raw_data()
+        inference_config = inference_config_from_settings(
+            self._settings, model_path=self._model_path
+        )
+        execution_config = execution_config_from_settings(self._settings)
+        self._active_goal = RECONSTRUCT_PROGRESS_GOAL
+        worker: _Worker
+
+        def run(post: Callable[[Any], None]) -> Any:
+            def on_progress(done: int, total: int) -> bool:
+                post((done, total))
+                return not worker.stop_requested.is_set()
+
+            return workflows.reconstruct_with_backend(
+                model, raw, inference_config, execution_config, progress_callback=on_progress
+            )
+
+        worker = _Worker(f'{self._name}-reconstruct', run)
+        logger.info(f'{self._name}: reconstructing {prepared.n_positions} patterns')
+        worker.start()
+        next_report = _RECONSTRUCT_REPORT_STEP
+        last_report_s = time.monotonic()
+
+        try:
+            for done, total in worker.messages():
+                # 100 is kept for the final result
+                percent = min(RECONSTRUCT_PROGRESS_GOAL - 1, (100 * done) // max(total, 1))
+                now_s = time.monotonic()
+
+                if percent >= next_report and now_s - last_report_s >= self.progress_interval_s:
+                    next_report = (percent // _RECONSTRUCT_REPORT_STEP + 1) * _RECONSTRUCT_REPORT_STEP
+                    last_report_s = now_s
+                    yield ReconstructOutput(product=parameters.product, progress=percent)
+        finally:
+            worker.stop_and_join()
+
+        reconstruction = worker.result
+        object_out = paste_reconstruction(
+            parameters.product.object_, reconstruction.object, reconstruction.origin_px
+        )
+        product = Product(
+            metadata=parameters.product.metadata,
+            probe_positions=parameters.product.probe_positions,
+            probes=parameters.product.probes,
+            object_=object_out,
+            losses=[],  # one forward pass: no iteration losses (as Ptychodus's ML reconstructors)
+        )
+        covered = int(numpy.count_nonzero(numpy.abs(reconstruction.object) > 0))
+        logger.info(
+            f'{self._name}: stitched {reconstruction.n_groups} groups into a '
+            f'{reconstruction.object.shape[1]} x {reconstruction.object.shape[0]} px region '
+            f'({covered} px covered)'
+        )
+        yield ReconstructOutput(product=product, progress=RECONSTRUCT_PROGRESS_GOAL)

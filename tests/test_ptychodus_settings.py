@@ -1,0 +1,277 @@
+"""PtychoPINN settings in Ptychodus's SettingsRegistry and the settings -> configs mapping."""
+
+from __future__ import annotations
+
+import configparser
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip('ptychodus')
+
+from ptychodus.api.settings import SettingsRegistry  # noqa: E402
+from ptychopinn_ptychodus.settings import PtychoPINNSettings, settings_to_configs  # noqa: E402
+
+from ptychopinn.config import (  # noqa: E402
+    ExecutionConfig,
+    InferenceConfig,
+    ModelConfig,
+    TrainingConfig,
+)
+
+SECTIONS = ('PINNModel', 'PINNTraining', 'PINNInference', 'PINNExecution')
+
+# (section, key, value as written in settings.ini, config, field, expected config value)
+CASES = [
+    ('PINNModel', 'GridSize', '2', 'model', 'gridsize', 2),
+    ('PINNModel', 'NumFiltersScale', '3', 'model', 'n_filters_scale', 3),
+    ('PINNModel', 'AmpActivation', 'swish', 'model', 'amp_activation', 'swish'),
+    ('PINNModel', 'ObjectBig', 'false', 'model', 'object_big', False),
+    ('PINNModel', 'ProbeBig', 'false', 'model', 'probe_big', False),
+    ('PINNModel', 'ProbeMask', 'true', 'model', 'probe_mask', True),
+    ('PINNModel', 'PadObject', 'false', 'model', 'pad_object', False),
+    ('PINNModel', 'ProbeScale', '2.5', 'model', 'probe_scale', 2.5),
+    ('PINNModel', 'GaussianSmoothingSigma', '0.75', 'model', 'gaussian_smoothing_sigma', 0.75),
+    ('PINNTraining', 'NumGroups', '100', 'training', 'n_groups', 100),
+    ('PINNTraining', 'BatchSize', '8', 'training', 'batch_size', 8),
+    ('PINNTraining', 'NumEpochs', '7', 'training', 'nepochs', 7),
+    ('PINNTraining', 'NumPhotons', '1e9', 'training', 'nphotons', 1e9),
+    ('PINNTraining', 'NeighborCount', '6', 'training', 'neighbor_count', 6),
+    ('PINNTraining', 'LossMode', 'mae', 'training', 'loss_mode', 'mae'),
+    ('PINNTraining', 'NLLWeight', '0.5', 'training', 'nll_weight', 0.5),
+    ('PINNTraining', 'MAEWeight', '0.25', 'training', 'mae_weight', 0.25),
+    ('PINNTraining', 'RealspaceMAEWeight', '0.125', 'training', 'realspace_mae_weight', 0.125),
+    ('PINNTraining', 'RealspaceWeight', '0.0625', 'training', 'realspace_weight', 0.0625),
+    ('PINNTraining', 'ProbeTrainable', 'true', 'training', 'probe_trainable', True),
+    (
+        'PINNTraining', 'IntensityScaleTrainable', 'false', 'training',
+        'intensity_scale_trainable', False,
+    ),
+    ('PINNTraining', 'SubsampleSeed', '7', 'training', 'subsample_seed', 7),
+    ('PINNTraining', 'SequentialSampling', 'true', 'training', 'sequential_sampling', True),
+    ('PINNTraining', 'ValidationFraction', '0.2', 'training', 'validation_fraction', 0.2),
+    ('PINNInference', 'NumGroups', '33', 'inference', 'n_groups', 33),
+    ('PINNInference', 'StitchWeighting', 'probe', 'inference', 'stitch_weighting', 'probe'),
+    ('PINNInference', 'StitchCropPx', '20', 'inference', 'stitch_crop_px', 20),
+    ('PINNInference', 'FlipX', 'true', 'inference', 'flip_x', True),
+    ('PINNInference', 'FlipY', 'true', 'inference', 'flip_y', True),
+    ('PINNInference', 'Transpose', 'true', 'inference', 'transpose', True),
+    ('PINNExecution', 'Accelerator', 'cpu', 'execution', 'accelerator', 'cpu'),
+    ('PINNExecution', 'Devices', '2', 'execution', 'devices', 2),
+    ('PINNExecution', 'Strategy', 'ddp', 'execution', 'strategy', 'ddp'),
+    ('PINNExecution', 'Deterministic', 'false', 'execution', 'deterministic', False),
+    ('PINNExecution', 'Precision', 'bf16-mixed', 'execution', 'precision', 'bf16-mixed'),
+    ('PINNExecution', 'NumWorkers', '2', 'execution', 'num_workers', 2),
+    ('PINNExecution', 'PinMemory', 'true', 'execution', 'pin_memory', True),
+    ('PINNExecution', 'PersistentWorkers', 'true', 'execution', 'persistent_workers', True),
+    ('PINNExecution', 'PrefetchFactor', '3', 'execution', 'prefetch_factor', 3),
+    ('PINNExecution', 'LearningRate', '0.0005', 'execution', 'learning_rate', 0.0005),
+    ('PINNExecution', 'Scheduler', 'WarmupCosine', 'execution', 'scheduler', 'WarmupCosine'),
+    ('PINNExecution', 'GradientClipVal', '1.5', 'execution', 'gradient_clip_val', 1.5),
+    ('PINNExecution', 'AccumulateGradBatches', '4', 'execution', 'accumulate_grad_batches', 4),
+    ('PINNExecution', 'EnableProgressBar', 'true', 'execution', 'enable_progress_bar', True),
+    ('PINNExecution', 'EnableCheckpointing', 'false', 'execution', 'enable_checkpointing', False),
+    ('PINNExecution', 'CheckpointSaveTopK', '3', 'execution', 'checkpoint_save_top_k', 3),
+    (
+        'PINNExecution', 'CheckpointMonitor', 'train_loss', 'execution', 'checkpoint_monitor',
+        'train_loss',
+    ),
+    ('PINNExecution', 'CheckpointMode', 'max', 'execution', 'checkpoint_mode', 'max'),
+    ('PINNExecution', 'EarlyStopPatience', '9', 'execution', 'early_stop_patience', 9),
+    ('PINNExecution', 'Logger', 'tensorboard', 'execution', 'logger', 'tensorboard'),
+    ('PINNExecution', 'InferenceBatchSize', '64', 'execution', 'inference_batch_size', 64),
+    ('PINNExecution', 'Seed', '123', 'execution', 'seed', 123),
+]
+
+# Settings that are not config fields, and config fields that do not come from settings.
+NOT_CONFIG_FIELDS = {('PINNInference', 'BadPixelMode')}
+NOT_FROM_SETTINGS = {
+    'model': {'N', 'model_type'},
+    'training': {'model', 'train_data_file', 'test_data_file', 'output_dir', 'backend'},
+    'inference': {'model_path', 'test_data_file', 'output_dir', 'backend'},
+    'execution': set(),
+}
+
+
+def _new_settings() -> tuple[SettingsRegistry, PtychoPINNSettings]:
+    registry = SettingsRegistry()
+    return registry, PtychoPINNSettings.create(registry)
+
+
+def _configs(settings: PtychoPINNSettings, **kwargs) -> dict[str, object]:
+    kwargs.setdefault('model_type', 'pinn')
+    kwargs.setdefault('N', 64)
+    model, training, inference, execution = settings_to_configs(settings, **kwargs)
+    return {'model': model, 'training': training, 'inference': inference, 'execution': execution}
+
+
+def _write_ini(path: Path, entries: dict[str, dict[str, str]]) -> Path:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # keep the CamelCase keys
+
+    for section, values in entries.items():
+        parser[section] = values
+
+    with path.open('w') as handle:
+        parser.write(handle)
+
+    return path
+
+
+def test_groups_are_registered_under_their_section_names():
+    registry, _ = _new_settings()
+    assert set(registry) == set(SECTIONS)
+
+
+def test_defaults_map_to_the_config_defaults():
+    _, settings = _new_settings()
+    configs = _configs(settings)
+
+    assert configs['model'] == ModelConfig(N=64)
+    assert configs['training'] == TrainingConfig(model=ModelConfig(N=64))
+    assert configs['inference'] == InferenceConfig()
+    # The one deliberate difference: Ptychodus shows progress, so no Lightning text bar.
+    assert configs['execution'] == ExecutionConfig(enable_progress_bar=False)
+
+
+def test_every_setting_and_every_config_field_is_mapped():
+    registry, _ = _new_settings()
+    registered = {
+        (section, name) for section in SECTIONS for name in registry[section].parameters()
+    }
+    covered = {(section, key) for section, key, *_ in CASES}
+    assert registered == covered | NOT_CONFIG_FIELDS
+
+    config_types = {
+        'model': ModelConfig,
+        'training': TrainingConfig,
+        'inference': InferenceConfig,
+        'execution': ExecutionConfig,
+    }
+    for label, config_type in config_types.items():
+        mapped = {field for _, _, _, config, field, _ in CASES if config == label}
+        all_fields = {f.name for f in fields(config_type)}
+        assert mapped | NOT_FROM_SETTINGS[label] == all_fields, label
+
+
+@pytest.mark.parametrize(('section', 'key', 'text', 'config', 'field', 'expected'), CASES)
+def test_settings_file_value_reaches_its_config_field(
+    tmp_path, section, key, text, config, field, expected
+):
+    registry, settings = _new_settings()
+    before = getattr(_configs(settings)[config], field)
+    assert before != expected  # the case really changes the field
+
+    # companions some values need to form a valid config on their own
+    entries: dict[str, dict[str, str]] = {section: {key: text}}
+    if key in ('PersistentWorkers', 'PrefetchFactor'):
+        entries[section]['NumWorkers'] = '2'
+
+    registry.open_settings(_write_ini(tmp_path / 'settings.ini', entries))
+    assert getattr(_configs(settings)[config], field) == expected
+
+
+def test_all_cases_together_give_valid_configs(tmp_path):
+    registry, settings = _new_settings()
+    entries: dict[str, dict[str, str]] = {}
+    for section, key, text, *_ in CASES:
+        entries.setdefault(section, {})[key] = text
+    registry.open_settings(_write_ini(tmp_path / 'settings.ini', entries))
+
+    configs = _configs(settings)
+    for _, _, _, config, field, expected in CASES:
+        assert getattr(configs[config], field) == expected, field
+
+
+@pytest.mark.parametrize(
+    ('section', 'key', 'config', 'field'),
+    [
+        ('PINNTraining', 'NumGroups', 'training', 'n_groups'),
+        ('PINNTraining', 'NumPhotons', 'training', 'nphotons'),
+        ('PINNInference', 'NumGroups', 'inference', 'n_groups'),
+        ('PINNInference', 'StitchCropPx', 'inference', 'stitch_crop_px'),
+        ('PINNExecution', 'PrefetchFactor', 'execution', 'prefetch_factor'),
+        ('PINNExecution', 'GradientClipVal', 'execution', 'gradient_clip_val'),
+        ('PINNExecution', 'EarlyStopPatience', 'execution', 'early_stop_patience'),
+        ('PINNExecution', 'InferenceBatchSize', 'execution', 'inference_batch_size'),
+    ],
+)
+def test_zero_sentinel_means_none(tmp_path, section, key, config, field):
+    registry, settings = _new_settings()
+    registry.open_settings(_write_ini(tmp_path / 's.ini', {section: {key: '0'}}))
+    assert getattr(_configs(settings)[config], field) is None
+
+
+def test_negative_seed_means_unseeded_and_auto_devices_stay_text(tmp_path):
+    registry, settings = _new_settings()
+    entries = {'PINNTraining': {'SubsampleSeed': '-1'}, 'PINNExecution': {'Devices': 'auto'}}
+    registry.open_settings(_write_ini(tmp_path / 's.ini', entries))
+    configs = _configs(settings)
+    assert configs['training'].subsample_seed is None
+    assert configs['execution'].devices == 'auto'
+
+
+def test_caller_supplies_model_type_n_and_paths(tmp_path):
+    _, settings = _new_settings()
+    configs = _configs(
+        settings,
+        model_type='supervised',
+        N=128,
+        train_data_file=tmp_path / 'train_data.npz',
+        test_data_file=tmp_path / 'test_data.npz',
+        training_output_dir=tmp_path / 'out',
+        model_path=tmp_path / 'model.zip',
+        inference_output_dir=tmp_path / 'inf',
+    )
+    assert configs['model'].model_type == 'supervised'
+    assert configs['model'].N == 128
+    assert configs['training'].model == configs['model']
+    assert configs['training'].train_data_file == tmp_path / 'train_data.npz'
+    assert configs['training'].test_data_file == tmp_path / 'test_data.npz'
+    assert configs['training'].output_dir == tmp_path / 'out'
+    assert configs['inference'].model_path == tmp_path / 'model.zip'
+    assert configs['inference'].output_dir == tmp_path / 'inf'
+    assert configs['training'].backend == configs['inference'].backend == 'pytorch'
+
+
+def test_invalid_setting_raises_the_config_error_naming_the_field(tmp_path):
+    registry, settings = _new_settings()
+    registry.open_settings(_write_ini(tmp_path / 's.ini', {'PINNModel': {'AmpActivation': 'tanh'}}))
+    with pytest.raises(ValueError, match='amp_activation'):
+        _configs(settings)
+
+
+def test_mapping_is_pure(tmp_path):
+    registry, settings = _new_settings()
+    snapshot = tmp_path / 'before.ini'
+    registry.save_settings(snapshot)
+    first = _configs(settings)
+    second = _configs(settings)
+    after = tmp_path / 'after.ini'
+    registry.save_settings(after)
+    assert first == second
+    assert snapshot.read_text() == after.read_text()
+
+
+def test_settings_survive_a_settings_file_round_trip(tmp_path):
+    registry, settings = _new_settings()
+    settings.model.gridsize.set_value(2)
+    settings.training.nepochs.set_value(3)
+    settings.training.nphotons.set_value(2.5e8)
+    settings.inference.stitch_weighting.set_value('probe')
+    settings.inference.bad_pixel_mode.set_value('zero')
+    settings.execution.learning_rate.set_value(2e-4)
+    settings.execution.devices.set_value('auto')
+    path = tmp_path / 'saved.ini'
+    registry.save_settings(path)
+
+    saved = configparser.ConfigParser(interpolation=None)
+    saved.read(path)
+    assert saved['PINNModel']['GridSize'] == '2'
+    assert saved['PINNInference']['BadPixelMode'] == 'zero'
+
+    registry2, settings2 = _new_settings()
+    registry2.open_settings(path)
+    assert _configs(settings2, N=128) == _configs(settings, N=128)
+    assert settings2.inference.bad_pixel_mode.get_value() == 'zero'
