@@ -393,7 +393,11 @@ def write_outputs(
         metrics = compute_metrics(recon, object_guess)
         if metrics is not None:
             paths["metrics"] = output_dir / "metrics.json"
-            atomic_write_text(paths["metrics"], json.dumps(metrics, indent=2, sort_keys=True))
+            # Strict JSON: a perfect match's infinite PSNR is written as null.
+            finite = {k: (v if not isinstance(v, float) or np.isfinite(v) else None)
+                      for k, v in metrics.items()}
+            atomic_write_text(paths["metrics"],
+                              json.dumps(finite, indent=2, sort_keys=True, allow_nan=False))
     return paths
 
 

@@ -8,6 +8,7 @@ loads with ``weights_only=True``. The probe is a buffer (or parameter) in the st
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -17,7 +18,14 @@ import torch
 from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
 from ptychopinn_torch import physics
 from ptychopinn_torch.networks import Generator
-from ptychopinn_torch.trainer import LEARNING_RATE, TRAIN_LOSS, VAL_LOSS, build_scheduler
+from ptychopinn_torch.trainer import (
+    CHECKPOINT_DIRNAME,
+    LAST_CHECKPOINT,
+    LEARNING_RATE,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    build_scheduler,
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -96,11 +104,16 @@ class PtychoPINNModule(L.LightningModule):
         )
         loss = terms["loss"]
         if not torch.isfinite(loss):
+            last = Path(self.training_config.output_dir) / CHECKPOINT_DIRNAME / LAST_CHECKPOINT
+            kept = (
+                f"The last good checkpoint is {last}. "
+                if last.exists()
+                else "No checkpoint was written before the failure. "
+            )
             raise NonFiniteLossError(
                 f"{stage} loss became {loss.item()} at epoch {self.current_epoch}; "
-                "training stopped. The last good checkpoint is "
-                "<output_dir>/checkpoints/last.ckpt. Try a lower learning rate or "
-                "gradient clipping (--learning-rate, gradient_clip_val)."
+                f"training stopped. {kept}Try a lower learning rate or gradient "
+                "clipping (--learning-rate, gradient_clip_val)."
             )
         batch_size = x.shape[0]
         for name, value in terms.items():
@@ -124,7 +137,7 @@ class PtychoPINNModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.log(LEARNING_RATE, float(lr), on_step=False, on_epoch=True, sync_dist=False)
+        self.log(LEARNING_RATE, float(lr), on_step=False, on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.execution_config.learning_rate)

@@ -410,13 +410,16 @@ def poisson_nll(
     meas_intensity_scale: Tensor | float | None = None,
     eps: float = POISSON_EPS,
 ) -> Tensor:
-    """Poisson negative log-likelihood per pixel (nats), without the ``log k!`` term.
+    """Poisson deviance per pixel (nats): the negative log-likelihood minus its value at a
+    perfect fit, so it is >= 0 and 0 only where ``lam == k``.
 
     Predicted counts ``lam = (pred * intensity_scale)**2``, measured counts
     ``k = (meas * meas_intensity_scale)**2`` (default: ``intensity_scale``, detached, so the
-    data never move with a trainable scale); returns ``mean(lam - k * log(lam + eps))``.
-    Minimal at ``lam == k`` (up to ``eps`` photons).
+    data never move with a trainable scale); returns
+    ``mean(lam - k * log(lam + eps) - (k - k * log(k + eps)))``. Subtracting the data-only
+    term changes no gradient; it makes the loss readable (and plottable on a log axis).
     """
+
     if pred_amp_norm.shape != meas_amp_norm.shape:
         raise PhysicsError(
             f"prediction {tuple(pred_amp_norm.shape)} and measurement "
@@ -433,7 +436,8 @@ def poisson_nll(
         ).detach()
     lam = (pred_amp_norm * s_pred) ** 2
     k = (meas_amp_norm * s_meas) ** 2
-    return (lam - k * torch.log(lam + eps)).mean()
+    saturated = k - k * torch.log(k + eps)
+    return (lam - k * torch.log(lam + eps) - saturated).mean()
 
 
 def amplitude_mae(pred: Tensor, meas: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ from ptychopinn_torch.cli_common import (
     add_execution_flags,
     build_or_exit,
     configure_console_logging,
+    error_naming_flag,
     positive_float,
     positive_int,
     resolve_accelerator,
@@ -163,7 +164,7 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     history = HistoryCallback(epoch_callback=epoch_callback,
                               log_each_epoch=not execution.enable_progress_bar)
-    trainer = build_trainer(config, execution, monitor, history)
+    trainer = build_trainer(config, execution, monitor, history, datamodule.has_validation)
     checkpoint_dir = output_dir / CHECKPOINT_DIRNAME
     ckpt_path = None
     if resume and (checkpoint_dir / LAST_CHECKPOINT).exists():
@@ -380,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = train(train_data, test_data, training, execution, resume=args.resume)
     except (DataContractError, TrainingSetupError) as exc:
-        parser.error(str(exc))
+        error_naming_flag(parser, str(exc))
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

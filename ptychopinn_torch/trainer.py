@@ -195,6 +195,7 @@ def build_trainer(
     execution_config: ExecutionConfig,
     monitor: str,
     history: HistoryCallback,
+    has_validation: bool = True,
 ) -> L.Trainer:
     """A Trainer configured from the execution config; checkpoints under
     ``<output_dir>/checkpoints`` and logs under ``<output_dir>/lightning_logs``."""
@@ -248,4 +249,6 @@ def build_trainer(
         default_root_dir=str(output_dir),
         log_every_n_steps=1,
         num_sanity_val_steps=0,
+        # Without validation data the validation loop is skipped, not run on nothing.
+        limit_val_batches=None if has_validation else 0,
     )

@@ -350,13 +350,14 @@ def test_poisson_nll_equals_numpy_formula() -> None:
     s = 7.5
     lam = (pred.astype(np.float64) * s) ** 2
     k = (meas.astype(np.float64) * s) ** 2
-    ref = np.mean(lam - k * np.log(lam + 1e-6))
+    ref = np.mean(lam - k * np.log(lam + 1e-6) - (k - k * np.log(k + 1e-6)))
     got = poisson_nll(torch.from_numpy(pred), torch.from_numpy(meas), s)
     assert float(got) == pytest.approx(ref, rel=1e-5)
     # a separate data scale converts the measurement only
     got2 = poisson_nll(torch.from_numpy(pred), torch.from_numpy(meas), s, meas_intensity_scale=2.0)
     k2 = (meas.astype(np.float64) * 2.0) ** 2
-    assert float(got2) == pytest.approx(np.mean(lam - k2 * np.log(lam + 1e-6)), rel=1e-5)
+    ref2 = np.mean(lam - k2 * np.log(lam + 1e-6) - (k2 - k2 * np.log(k2 + 1e-6)))
+    assert float(got2) == pytest.approx(ref2, rel=1e-5)
 
 
 def test_poisson_nll_minimum_at_pred_equals_meas() -> None:
@@ -365,6 +366,7 @@ def test_poisson_nll_minimum_at_pred_equals_meas() -> None:
     loss = poisson_nll(pred, meas, 10.0)
     loss.backward()
     assert pred.grad.abs().max() < 1e-5
+    assert abs(float(loss)) < 1e-4  # the deviance is zero at a perfect fit
     for factor in (0.9, 0.99, 1.01, 1.1):
         assert float(poisson_nll(meas * factor, meas, 10.0)) > float(loss.detach())
 
