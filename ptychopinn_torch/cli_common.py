@@ -125,15 +125,19 @@ def _flag_for_field(parser: argparse.ArgumentParser, message: str) -> str | None
     return None
 
 
+def error_naming_flag(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    """Exit 2 with one line; a message about a config field is prefixed with the flag
+    that sets it (users type flags, not config field names)."""
+    flag = _flag_for_field(parser, message)
+    parser.error(f"argument {flag}: {message}" if flag else message)
+
+
 def build_or_exit(parser: argparse.ArgumentParser, factory: Callable[[], Any]) -> Any:
-    """Run a config factory; a ConfigError becomes exit code 2 with one line that names
-    the flag (users type flags, not config field names)."""
+    """Run a config factory; a ConfigError becomes exit code 2 with one line."""
     try:
         return factory()
     except ConfigError as exc:
-        message = str(exc)
-        flag = _flag_for_field(parser, message)
-        parser.error(f"argument {flag}: {message}" if flag else message)
+        error_naming_flag(parser, str(exc))
 
 
 def accelerator_unavailable(accelerator: str) -> str | None:

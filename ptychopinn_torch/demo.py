@@ -19,6 +19,7 @@ from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, Tra
 from ptychopinn.simulate import simulate_dataset
 from ptychopinn_torch.cli_common import (
     CliArgumentParser,
+    accelerator_unavailable,
     build_or_exit,
     configure_console_logging,
     positive_float,
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                         scheduler="WarmupCosine", enable_progress_bar=not args.quiet,
                         logger="csv", seed=args.seed),
     ))
+    problem = accelerator_unavailable(execution.accelerator)
+    if problem is not None:
+        parser.error(f"argument --accelerator: {problem}")
     from ptychopinn_torch.inference import load_model, run_inference
     from ptychopinn_torch.train import train
 
