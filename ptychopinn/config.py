@@ -298,7 +298,8 @@ class InferenceConfig(_ConfigBase):
     """What to reconstruct and how to stitch it.
 
     ``stitch_crop_px`` is the side, in pixels, of the central region each patch
-    contributes (None: N // 2).
+    contributes (None: N // 2). ``stitch_align_phase`` removes each patch's constant phase
+    offset (unobservable in its diffraction) against its already-stitched neighbours.
     """
 
     model_path: Path | None = None
@@ -308,6 +309,7 @@ class InferenceConfig(_ConfigBase):
     backend: str = "pytorch"
     stitch_weighting: str = "uniform"
     stitch_crop_px: int | None = None
+    stitch_align_phase: bool = True
     flip_x: bool = False
     flip_y: bool = False
     transpose: bool = False
@@ -322,7 +324,7 @@ class InferenceConfig(_ConfigBase):
         _check_backend(self)
         self._check_choice("stitch_weighting", STITCH_WEIGHTINGS)
         self._check_int("stitch_crop_px", 1, optional=True)
-        self._check_bool("flip_x", "flip_y", "transpose")
+        self._check_bool("stitch_align_phase", "flip_x", "flip_y", "transpose")
 
 
 @dataclass(frozen=True)

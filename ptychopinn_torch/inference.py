@@ -270,6 +270,7 @@ def reconstruct(
         flip_x=cfg.flip_x,
         flip_y=cfg.flip_y,
         transpose=cfg.transpose,
+        align_phase=cfg.stitch_align_phase,
     )
     n_groups = indices.shape[0]
     loader = torch.utils.data.DataLoader(
@@ -453,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stitch-weighting", dest="stitch_weighting",
                    choices=("uniform", "probe"), default="uniform",
                    help="Weights of overlapping patches (default: uniform).")
+    p.add_argument("--no-align-phase", dest="stitch_align_phase", action="store_false",
+                   help="Do not remove each patch's constant phase offset against its "
+                        "neighbours while stitching (default: align).")
     p.add_argument("--flip_x", action="store_true", help="Flip each patch left-right.")
     p.add_argument("--flip_y", action="store_true", help="Flip each patch up-down.")
     p.add_argument("--transpose", action="store_true", help="Transpose each patch.")
@@ -466,6 +470,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[InferenceConfig, Execut
         n_groups=args.n_images,
         output_dir=args.output_dir,
         stitch_weighting=args.stitch_weighting,
+        stitch_align_phase=args.stitch_align_phase,
         flip_x=args.flip_x,
         flip_y=args.flip_y,
         transpose=args.transpose,

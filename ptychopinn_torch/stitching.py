@@ -101,6 +101,11 @@ class Stitcher:
             as the patches, so each weight stays on the pixel it belongs to.
         probe: complex (N, N) probe, or (modes, N, N) of which mode 0 is used (as by the
             forward model); required for weighting="probe", ignored for "uniform".
+        align_phase: rotate each patch by the constant phase that best matches what is
+            already stitched where they overlap, before adding it. A constant phase of an
+            object patch is invisible in its diffraction pattern, so a network may return
+            any; aligning removes the resulting patch-to-patch steps. Patches are aligned
+            in the order they are added.
         flip_x: mirror each patch left-right about its centre column before placement.
         flip_y: mirror each patch top-bottom about its centre row before placement.
         transpose: swap each patch's rows and columns before placement.
@@ -126,6 +131,7 @@ class Stitcher:
         flip_x: bool = False,
         flip_y: bool = False,
         transpose: bool = False,
+        align_phase: bool = False,
     ) -> None:
         if isinstance(N, bool) or not isinstance(N, int | np.integer) or N < 1:
             raise ValueError(f"N must be a positive integer, got {N!r}")
@@ -144,6 +150,7 @@ class Stitcher:
             if not isinstance(flag, bool | np.bool_):
                 raise ValueError(f"{flag_name} must be a bool, got {flag!r}")
         self.flip_x, self.flip_y, self.transpose = bool(flip_x), bool(flip_y), bool(transpose)
+        self.align_phase = bool(align_phase)
 
         self._centre = self.N // 2
         self._crop0 = self._centre - self.crop_px // 2  # first kept patch row/column
@@ -244,15 +251,15 @@ class Stitcher:
 
         # The transforms are folded into the gather indices, so only the cropped window of
         # each patch is ever copied (same result as _transform followed by cropping).
-        rows = self._mirror[self._support] if self.flip_y else self._support
-        cols = self._mirror[self._support] if self.flip_x else self._support
+        gather_rows = self._mirror[self._support] if self.flip_y else self._support
+        gather_cols = self._mirror[self._support] if self.flip_x else self._support
         chunk = max(1, _CHUNK_ELEMENTS // ((s + 2) * (s + 2)))
         for start in range(0, arr.shape[0], chunk):
             stop = min(start + chunk, arr.shape[0])
             block = arr[start:stop]
             if self.transpose:
                 block = block.swapaxes(1, 2)
-            window = block[:, rows][:, :, cols].astype(np.complex128)
+            window = block[:, gather_rows][:, :, gather_cols].astype(np.complex128)
             value = _bilinear_shift(window, fx[start:stop], fy[start:stop])
             den = _bilinear_shift(self._padded_weight[None], fx[start:stop], fy[start:stop])
             num = value * den
@@ -261,6 +268,12 @@ class Stitcher:
                 h, w = row1[k] - row0[k], col1[k] - col0[k]
                 rows = slice(row0[k], row1[k])
                 cols = slice(col0[k], col1[k])
+                if self.align_phase:
+                    # Weighted overlap inner product <patch, canvas>; its angle is the
+                    # patch's phase offset from what is already there.
+                    overlap = np.vdot(num[b, :h, :w], self._num[rows, cols])
+                    if abs(overlap) > 0:
+                        num[b] *= overlap / abs(overlap)
                 self._num[rows, cols] += num[b, :h, :w]
                 self._den[rows, cols] += den[b, :h, :w]
         self.n_added += arr.shape[0]

@@ -161,13 +161,15 @@ def test_train_flags_map_onto_configs(tmp_path):
 def test_inference_flags_map_onto_configs(tmp_path):
     argv = _infer_argv("--n_images", "12", "--accelerator", "cpu", "--num-workers", "2",
                        "--inference-batch-size", "17", "--quiet", "--stitch-weighting", "probe",
-                       "--flip_x", "--flip_y", "--transpose", model="m.zip", out=str(tmp_path))
+                       "--flip_x", "--flip_y", "--transpose", "--no-align-phase",
+                       model="m.zip", out=str(tmp_path))
     inference, execution = inference_cli.configs_from_args(
         inference_cli.build_parser().parse_args(argv))
     assert inference.model_path == Path("m.zip") and inference.test_data_file == FIXTURE
     assert inference.output_dir == tmp_path and inference.n_groups == 12
     assert inference.stitch_weighting == "probe"
     assert inference.flip_x and inference.flip_y and inference.transpose
+    assert inference.stitch_align_phase is False
     assert execution.accelerator == "cpu" and execution.num_workers == 2
     assert execution.inference_batch_size == 17 and execution.enable_progress_bar is False
 

@@ -127,7 +127,12 @@ BAD_CASES = [
         InferenceConfig, ("stitch_weighting",), ("gaussian", "Uniform", None), ("uniform", "probe")
     ),
     *bad_values(InferenceConfig, ("stitch_crop_px",), (0, -1, 2.0, True), OPT_INT_GE_1),
-    *bad_values(InferenceConfig, ("flip_x", "flip_y", "transpose"), (1, "no", None), BOOL),
+    *bad_values(
+        InferenceConfig,
+        ("stitch_align_phase", "flip_x", "flip_y", "transpose"),
+        (1, "no", None),
+        BOOL,
+    ),
     # ExecutionConfig
     *bad_values(
         ExecutionConfig,
@@ -470,6 +475,7 @@ def _samples(tmp: Path) -> dict[type, Any]:
         output_dir=Path("recon"),
         stitch_weighting="probe",
         stitch_crop_px=20,
+        stitch_align_phase=False,
         flip_x=True,
         flip_y=True,
         transpose=True,

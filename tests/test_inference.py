@@ -26,6 +26,7 @@ from ptychopinn.data import DataContractError, RawData
 from ptychopinn_torch import inference as inf
 from ptychopinn_torch.bundle import BUNDLE_FILENAME, BundleError
 from ptychopinn_torch.module import PtychoPINNModule
+from ptychopinn_torch.stitching import stitch_patches
 from ptychopinn_torch.train import save_model_bundle
 from ptychopinn_torch.trainer import CHECKPOINT_DIRNAME, LAST_CHECKPOINT
 
@@ -176,7 +177,8 @@ STITCH_CASES = [
 def test_stitching_options_match_numpy(id_data, weighting, flip_x, flip_y, transpose, crop):
     patches = random_patches(id_data.n_positions)
     model, net = fake_model(patches, id_data.probe_guess)
-    cfg = InferenceConfig(stitch_weighting=weighting, flip_x=flip_x, flip_y=flip_y,
+    cfg = InferenceConfig(stitch_weighting=weighting, stitch_align_phase=False,
+                          flip_x=flip_x, flip_y=flip_y,
                           transpose=transpose, stitch_crop_px=crop)
     recon = inf.reconstruct(model, id_data, cfg, CPU)
     ids = np.concatenate([c[0] for c in net.calls]).ravel()
@@ -227,7 +229,7 @@ def test_batches_default_to_the_training_batch_size(id_data, inference_batch_siz
 def test_gridsize2_groups_offsets_and_stitch(id_data):
     patches = random_patches(id_data.n_positions, seed=1)
     model, net = fake_model(patches, id_data.probe_guess, gridsize=2, batch_size=16)
-    recon = inf.reconstruct(model, id_data, InferenceConfig(), CPU)
+    recon = inf.reconstruct(model, id_data, InferenceConfig(stitch_align_phase=False), CPU)
     ids = np.concatenate([c[0] for c in net.calls])
     offsets = np.concatenate([c[1] for c in net.calls])
     assert ids.shape == (64, 4) and recon.n_groups == 64
@@ -475,3 +477,14 @@ def test_pickle_payload_in_checkpoint_is_refused(tmp_path):
     with pytest.raises(BundleError, match="refused"):
         inf.load_model(ckpt)
     assert not marker.exists()
+
+
+def test_stitch_align_phase_reaches_the_stitcher(id_data):
+    patches = random_patches(id_data.n_positions, seed=3)
+    model, _ = fake_model(patches, id_data.probe_guess, gridsize=1, batch_size=16)
+    aligned = inf.reconstruct(model, id_data, InferenceConfig(), CPU)
+    plain = inf.reconstruct(model, id_data, InferenceConfig(stitch_align_phase=False), CPU)
+    positions = np.stack([id_data.xcoords, id_data.ycoords], -1)
+    reference = stitch_patches(patches, positions, align_phase=True)
+    np.testing.assert_allclose(aligned.object, reference.object, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(aligned.object, plain.object, atol=1e-3)

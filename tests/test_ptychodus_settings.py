@@ -54,6 +54,7 @@ CASES = [
     ('PINNInference', 'NumGroups', '33', 'inference', 'n_groups', 33),
     ('PINNInference', 'StitchWeighting', 'probe', 'inference', 'stitch_weighting', 'probe'),
     ('PINNInference', 'StitchCropPx', '20', 'inference', 'stitch_crop_px', 20),
+    ('PINNInference', 'StitchAlignPhase', 'false', 'inference', 'stitch_align_phase', False),
     ('PINNInference', 'FlipX', 'true', 'inference', 'flip_x', True),
     ('PINNInference', 'FlipY', 'true', 'inference', 'flip_y', True),
     ('PINNInference', 'Transpose', 'true', 'inference', 'transpose', True),

@@ -157,6 +157,7 @@ class PtychoPINNInferenceSettings(_SettingsGroup):
         self.stitch_crop_px = g.create_integer_parameter(
             'StitchCropPx', 0, minimum=0, maximum=4096
         )
+        self.stitch_align_phase = g.create_boolean_parameter('StitchAlignPhase', True)
         self.flip_x = g.create_boolean_parameter('FlipX', False)
         self.flip_y = g.create_boolean_parameter('FlipY', False)
         self.transpose = g.create_boolean_parameter('Transpose', False)
@@ -311,6 +312,7 @@ def inference_config_from_settings(
         backend='pytorch',
         stitch_weighting=i.stitch_weighting.get_value(),
         stitch_crop_px=_none_if_zero(i.stitch_crop_px.get_value()),
+        stitch_align_phase=i.stitch_align_phase.get_value(),
         flip_x=i.flip_x.get_value(),
         flip_y=i.flip_y.get_value(),
         transpose=i.transpose.get_value(),

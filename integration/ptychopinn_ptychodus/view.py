@@ -143,6 +143,7 @@ class PtychoPINNViewControllerFactory(ReconstructorViewControllerFactory):
             i.stitch_crop_px, 'Stitch Crop [px]:',
             tool_tip='Central region kept per patch (0 = N/2)', group=group,
         )
+        builder.add_check_box(i.stitch_align_phase, 'Align Patch Phases', group=group)
         builder.add_check_box(i.flip_x, 'Flip X', group=group)
         builder.add_check_box(i.flip_y, 'Flip Y', group=group)
         builder.add_check_box(i.transpose, 'Transpose', group=group)
