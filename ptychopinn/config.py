@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_N = (64, 128, 256)
 MODEL_TYPES = ("pinn", "supervised")
+GENERATORS = ("unet", "cnn")
 AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
 AMP_ACTIVATION_ALIASES = {"silu": "swish", "SiLU": "swish", "SILU": "swish"}
 LOSS_MODES = ("poisson", "mae")
@@ -175,7 +176,9 @@ class _ConfigBase:
 class ModelConfig(_ConfigBase):
     """Architecture and physics of the network.
 
-    N is the diffraction pattern side in pixels; ``gridsize**2`` neighbouring patterns form
+    ``generator`` picks the network layout: "unet" (physics back-projection into real space,
+    then a U-Net) or "cnn" (the legacy encoder/decoder). N is the diffraction pattern side
+    in pixels; ``gridsize**2`` neighbouring patterns form
     one group; ``probe_scale`` is dimensionless; ``gaussian_smoothing_sigma`` is in pixels.
     """
 
@@ -183,6 +186,7 @@ class ModelConfig(_ConfigBase):
     gridsize: int = 1
     n_filters_scale: int = 2
     model_type: str = "pinn"
+    generator: str = "unet"
     amp_activation: str = "sigmoid"
     object_big: bool = True
     probe_big: bool = True
@@ -200,6 +204,7 @@ class ModelConfig(_ConfigBase):
         self._check_int("gridsize", 1)
         self._check_int("n_filters_scale", 1)
         self._check_choice("model_type", MODEL_TYPES)
+        self._check_choice("generator", GENERATORS)
         if self.amp_activation not in AMP_ACTIVATIONS:
             self._err(
                 "amp_activation",

@@ -73,7 +73,7 @@ class PtychoPINNModule(L.LightningModule):
     # ------------------------------------------------------------------ inference
     def forward(self, diffraction: torch.Tensor) -> torch.Tensor:
         """Complex object patches (B, C, N, N) from normalised amplitudes (B, C, N, N)."""
-        return self.generator(diffraction).obj
+        return self.generator(diffraction, self.forward_model.probe).obj
 
     def predict_patches(
         self, diffraction: torch.Tensor, local_offsets_px: torch.Tensor
@@ -86,7 +86,7 @@ class PtychoPINNModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         x = batch["diffraction"]
-        out = self.generator(x)
+        out = self.generator(x, self.forward_model.probe)
         labels = batch.get("labels")
         fm = self.forward_model
         supervised = self.model_config.model_type == "supervised"

@@ -3,9 +3,14 @@
 An encoder/decoder CNN (specified in ``specs/physics_and_losses.md``). The encoder takes
 the ``C = gridsize**2`` normalised diffraction amplitudes of a group as channels and pools
 down to an 8 x 8 bottleneck; two decoders (amplitude, phase) upsample back to real space.
-There are no skip connections: a diffraction pixel and the object pixel at the same index
-are unrelated (the mapping is a Fourier-type transform), so copying encoder features
-across would only add cost.
+Two layouts (``ModelConfig.generator``):
+
+* ``"unet"`` (default): the amplitudes are first turned into a real-space estimate by one
+  physics step (:func:`backproject`: inverse far field with the probe's far-field phase,
+  divided by the probe), so that input and output pixels correspond; a U-Net with skip
+  connections then refines [amplitude, Re, Im of the estimate] into the object.
+* ``"cnn"``: the legacy layout, amplitudes straight into an encoder/decoder with no skip
+  connections (a diffraction pixel and the object pixel at the same index are unrelated).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["Generator", "GeneratorOutput", "amplitude_activation", "gaussian_kernel_1d"]
 
 SUPPORTED_N = (64, 128, 256)
+GENERATORS = ("unet", "cnn")
 #: Width of the first encoder level per unit of ``n_filters_scale``.
 BASE_FILTERS = 16
 #: Spatial side of the bottleneck, pixels.
@@ -142,6 +148,63 @@ class _Decoder(nn.Module):
         return out
 
 
+def backproject(amplitude: Tensor, probe: Tensor | None) -> Tensor:
+    """Real-space object estimate from normalised amplitudes (B, C, N, N), complex.
+
+    One error-reduction step started from the probe: give the measured amplitude the phase
+    of the probe's own far field, propagate back (inverse of ``physics.far_field``) and
+    divide by the probe where it is bright (Tikhonov floor 5 % of max |P|^2). ``probe``
+    None means plane-wave illumination (P = 1).
+    """
+    n = amplitude.shape[-1]
+    if probe is None:
+        probe = torch.ones((n, n), dtype=torch.complex64, device=amplitude.device)
+    probe = probe.to(device=amplitude.device, dtype=torch.complex64)
+    probe_ff = torch.fft.fftshift(
+        torch.fft.fft2(torch.fft.ifftshift(probe, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
+    )
+    unit_phase = probe_ff / (probe_ff.abs() + 1e-12)
+    field = amplitude.to(torch.float32) * unit_phase
+    exit_wave = torch.fft.fftshift(
+        torch.fft.ifft2(torch.fft.ifftshift(field, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
+    )
+    power = probe.abs() ** 2
+    return exit_wave * probe.conj() / (power + 0.05 * power.max())
+
+
+class _UNetDecoder(nn.Module):
+    """One head of the U-Net: upsampling with skip features back to N x N, then the
+    centre branch (masked to the central N/2 when ``pad_object``) and the optional border
+    branch (``probe_big``)."""
+
+    def __init__(
+        self, widths: list[int], n_out: int, n: int, pad_object: bool, probe_big: bool,
+        act: nn.Module,
+    ) -> None:
+        super().__init__()
+        self.act = act
+        self.up_blocks = nn.ModuleList(
+            _conv_block(widths[min(level + 1, len(widths) - 1)] + widths[level], widths[level])
+            for level in reversed(range(len(widths)))
+        )
+        self.centre = nn.Conv2d(widths[0], n_out, 3, padding=1)
+        self.border = nn.Conv2d(widths[0], n_out, 3, padding=1) if probe_big else None
+        centre_mask = torch.ones((n, n), dtype=torch.float32)
+        if pad_object:
+            centre_mask.zero_()
+            lo = n // 4
+            centre_mask[lo : lo + n // 2, lo : lo + n // 2] = 1.0
+        self.register_buffer("centre_mask", centre_mask)
+
+    def forward(self, z: Tensor, skips: list[Tensor]) -> Tensor:
+        for block, skip in zip(self.up_blocks, reversed(skips), strict=True):
+            z = block(torch.cat([F.interpolate(z, size=skip.shape[-2:], mode="nearest"), skip], 1))
+        out = self.act(self.centre(z)) * self.centre_mask
+        if self.border is not None:
+            out = out + self.act(self.border(z)) * (1.0 - self.centre_mask)
+        return out
+
+
 class Generator(nn.Module):
     """Encoder/decoder mapping (B, C, N, N) normalised amplitudes to complex object patches.
 
@@ -160,6 +223,9 @@ class Generator(nn.Module):
 
     def __init__(self, model_config: ModelConfig) -> None:
         super().__init__()
+        self.kind = str(model_config.generator)
+        if self.kind not in GENERATORS:
+            raise NetworkError(f"generator={self.kind!r} is not one of {GENERATORS}")
         n = model_config.N
         if n not in SUPPORTED_N:
             raise NetworkError(f"N={n!r} is not supported; use one of {SUPPORTED_N}")
@@ -179,7 +245,8 @@ class Generator(nn.Module):
         ]
         self.widths = widths
         enc: list[nn.Module] = []
-        c_in = self.C
+        # The U-Net also sees the real and imaginary parts of the back-projected estimate.
+        c_in = 3 * self.C if self.kind == "unet" else self.C
         for w in widths:
             enc.append(_conv_block(c_in, w))
             c_in = w
@@ -187,7 +254,8 @@ class Generator(nn.Module):
         self.bottleneck = _conv_block(widths[-1], widths[-1])
         pad_object = bool(model_config.pad_object)
         probe_big = bool(model_config.probe_big)
-        self.amp_decoder = _Decoder(
+        decoder = _UNetDecoder if self.kind == "unet" else _Decoder
+        self.amp_decoder = decoder(
             widths,
             self.C,
             n,
@@ -195,7 +263,7 @@ class Generator(nn.Module):
             probe_big,
             amplitude_activation(model_config.amp_activation),
         )
-        self.phase_decoder = _Decoder(widths, self.C, n, pad_object, probe_big, _PiTanh())
+        self.phase_decoder = decoder(widths, self.C, n, pad_object, probe_big, _PiTanh())
         if sigma > 0:
             k = gaussian_kernel_1d(sigma)
             self.register_buffer("smooth_kernel", k)
@@ -216,20 +284,34 @@ class Generator(nn.Module):
         x = F.conv2d(x, kx, padding=(0, r), groups=ch)
         return F.conv2d(x, ky, padding=(r, 0), groups=ch)
 
-    def forward(self, x: Tensor) -> GeneratorOutput:
-        """x: (B, C, N, N) normalised diffraction amplitude -> :class:`GeneratorOutput`."""
+    def forward(self, x: Tensor, probe: Tensor | None = None) -> GeneratorOutput:
+        """x: (B, C, N, N) normalised diffraction amplitude -> :class:`GeneratorOutput`.
+
+        ``probe`` (N, N) complex, in the forward model's normalised units, feeds the
+        U-Net's back-projection (None: plane wave); the "cnn" layout does not use it.
+        """
         if x.dim() != 4 or tuple(x.shape[1:]) != (self.C, self.N, self.N):
             raise NetworkError(
                 f"input must be (B, {self.C}, {self.N}, {self.N}); got {tuple(x.shape)}"
             )
         z = x
+        if self.kind == "unet":
+            estimate = backproject(x, probe)
+            z = torch.cat([x, estimate.real, estimate.imag], dim=1)
+        skips = []
         for block in self.encoder:
-            z = F.max_pool2d(block(z), 2)
+            features = block(z)
+            skips.append(features)
+            z = F.max_pool2d(features, 2)
         z = self.bottleneck(z)
         # float32 before polar: under mixed precision the heads may run in half precision,
         # and the object must be complex64 for the FFT forward model.
-        amp = self.amp_decoder(z).float()
-        phase = self.phase_decoder(z).float()
+        if self.kind == "unet":
+            amp = self.amp_decoder(z, skips).float()
+            phase = self.phase_decoder(z, skips).float()
+        else:
+            amp = self.amp_decoder(z).float()
+            phase = self.phase_decoder(z).float()
         obj = torch.polar(amp, phase)
         if self.smooth_kernel is not None:
             obj = self._smooth(obj)

@@ -248,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_type", choices=("pinn", "supervised"), default="pinn",
                    help="pinn (unsupervised, physics loss) or supervised (needs labels). "
                         "Default: pinn.")
+    p.add_argument("--generator", choices=("unet", "cnn"), default="unet",
+                   help="Network layout: unet (probe back-projection + U-Net, default) or "
+                        "cnn (legacy encoder/decoder).")
+    p.add_argument("--n_filters_scale", type=positive_int, default=2,
+                   help="Multiplies every convolution width (default: 2; 1 is ~4x "
+                        "cheaper, for CPUs).")
     p.add_argument("--torch-loss-mode", dest="loss_mode", choices=("poisson", "mae"),
                    default="poisson",
                    help="poisson: Poisson NLL on counts (physics); mae: amplitude MAE only. "
@@ -314,7 +320,8 @@ def configs_from_args(
                       DeprecationWarning, stacklevel=2)
         logger_kind = "none"
     devices: int | str = args.devices if args.devices == "auto" else _int_or_text(args.devices)
-    model = ModelConfig(N=N, gridsize=args.gridsize, model_type=args.model_type)
+    model = ModelConfig(N=N, gridsize=args.gridsize, model_type=args.model_type,
+                        generator=args.generator, n_filters_scale=args.n_filters_scale)
     training = TrainingConfig(
         model=model,
         train_data_file=args.train_data_file,

@@ -423,7 +423,10 @@ def test_build_or_exit_names_the_flag_of_a_config_field():
     parser = train_cli.build_parser()
     assert _flag_for_field(parser, "ExecutionConfig.seed=-1 is invalid: x") == "--seed"
     assert _flag_for_field(parser, "TrainingConfig.nepochs=0 is invalid: x") == "--max_epochs"
-    assert _flag_for_field(parser, "ModelConfig.n_filters_scale=0 is invalid: x") is None
+    assert _flag_for_field(parser, "ModelConfig.n_filters_scale=0 is invalid: x") == (
+        "--n_filters_scale"
+    )
+    assert _flag_for_field(parser, "ModelConfig.probe_scale=0 is invalid: x") is None
     assert _flag_for_field(argparse.ArgumentParser(), "not a config message") is None
     assert issubclass(ConfigError, ValueError)
 

@@ -60,6 +60,7 @@ BAD_CASES = [
     *bad_values(
         ModelConfig, ("model_type",), ("PINN", "unsupervised", "", None), ("pinn", "supervised")
     ),
+    *bad_values(ModelConfig, ("generator",), ("UNet", "resnet", "", None), ("unet", "cnn")),
     *bad_values(
         ModelConfig,
         ("amp_activation",),
@@ -239,6 +240,7 @@ GOOD_CASES = [
     good(ModelConfig, "gridsize", 8),
     good(ModelConfig, "n_filters_scale", 1),
     *[good(ModelConfig, "model_type", m) for m in ("pinn", "supervised")],
+    *[good(ModelConfig, "generator", g) for g in ("unet", "cnn")],
     *[good(ModelConfig, "amp_activation", a) for a in ("sigmoid", "swish", "softplus", "relu")],
     *[
         good(ModelConfig, n, b)
@@ -439,6 +441,7 @@ def _samples(tmp: Path) -> dict[type, Any]:
         gridsize=2,
         n_filters_scale=3,
         model_type="supervised",
+        generator="cnn",
         amp_activation="softplus",
         object_big=False,
         probe_big=False,

@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage
 
 from ptychopinn.config import ModelConfig, TrainingConfig
-from ptychopinn_torch.networks import Generator, amplitude_activation
+from ptychopinn_torch.networks import Generator, amplitude_activation, backproject
 from ptychopinn_torch.physics import ForwardModel, total_loss
 
 
@@ -200,7 +200,21 @@ def check_gaussian_smoothing_sigma() -> None:
     assert val(got.phase.abs().max()) <= math.pi
 
 
+def check_generator() -> None:
+    x = inputs(ModelConfig())
+    unet, cnn = build(generator="unet"), build(generator="cnn")
+    assert n_params(unet) != n_params(cnn)
+    assert unet(x).obj.shape == cnn(x).obj.shape == (2, 1, 64, 64)
+    # only the U-Net looks at the probe (through the back-projection)
+    probe = torch.from_numpy(gaussian_probe(64, 8.0))
+    assert (unet(x, probe).obj - unet(x).obj).abs().max() > 1e-6
+    torch.testing.assert_close(cnn(x, probe).obj, cnn(x).obj)
+    with pytest.raises(ValueError, match="generator"):
+        Generator(stand_in(generator="resnet"))
+
+
 FIELD_CHECKS = {
+    "generator": check_generator,
     "N": check_N,
     "gridsize": check_gridsize,
     "n_filters_scale": check_n_filters_scale,
@@ -239,3 +253,25 @@ def test_smoothing_with_zero_padded_region_has_finite_gradients() -> None:
     (out.amplitude.sum() + out.phase.sum()).backward()
     for name, p in gen.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_backproject_matches_numpy() -> None:
+    rng = np.random.default_rng(4)
+    amp = rng.uniform(0, 2, (2, 1, 16, 16)).astype(np.float32)
+    probe = (gaussian_probe(16, 3.0) * np.exp(1j * rng.uniform(-1, 1, (16, 16)))).astype(
+        np.complex64
+    )
+    probe_ff = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(probe), norm="ortho"))
+    field = amp * probe_ff / np.abs(probe_ff)
+    psi = np.fft.fftshift(
+        np.fft.ifft2(np.fft.ifftshift(field, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+    )
+    power = np.abs(probe) ** 2
+    expected = psi * probe.conj() / (power + 0.05 * power.max())
+    got = backproject(torch.from_numpy(amp), torch.from_numpy(probe)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # a noise-free pattern of a plane-wave-lit object back-projects to that object
+    obj = np.exp(1j * 0.3) * np.ones((16, 16), np.complex64)
+    meas = np.abs(np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(obj), norm="ortho")))
+    flat = backproject(torch.from_numpy(meas[None, None].astype(np.float32)), None).numpy()
+    np.testing.assert_allclose(np.abs(flat[0, 0]), np.ones((16, 16)) / 1.05, atol=1e-5)

@@ -26,6 +26,7 @@ SECTIONS = ('PINNModel', 'PINNTraining', 'PINNInference', 'PINNExecution')
 CASES = [
     ('PINNModel', 'GridSize', '2', 'model', 'gridsize', 2),
     ('PINNModel', 'NumFiltersScale', '3', 'model', 'n_filters_scale', 3),
+    ('PINNModel', 'Generator', 'cnn', 'model', 'generator', 'cnn'),
     ('PINNModel', 'AmpActivation', 'swish', 'model', 'amp_activation', 'swish'),
     ('PINNModel', 'ObjectBig', 'false', 'model', 'object_big', False),
     ('PINNModel', 'ProbeBig', 'false', 'model', 'probe_big', False),

@@ -21,6 +21,7 @@ from ptychopinn.config import (
     ACCELERATORS,
     AMP_ACTIVATIONS,
     CHECKPOINT_MODES,
+    GENERATORS,
     LOGGERS,
     LOSS_MODES,
     MODEL_TYPES,
@@ -39,6 +40,7 @@ __all__ = [
     'ACCELERATORS',
     'BAD_PIXEL_MODES',
     'CHECKPOINT_MODES',
+    'GENERATORS',
     'LOGGERS',
     'LOSS_MODES',
     'MODEL_TYPES',
@@ -91,6 +93,7 @@ class PtychoPINNModelSettings(_SettingsGroup):
         self.n_filters_scale = g.create_integer_parameter(
             'NumFiltersScale', 2, minimum=1, maximum=16
         )
+        self.generator = g.create_string_parameter('Generator', 'unet')
         self.amp_activation = g.create_string_parameter('AmpActivation', 'sigmoid')
         self.object_big = g.create_boolean_parameter('ObjectBig', True)
         self.probe_big = g.create_boolean_parameter('ProbeBig', True)
@@ -249,6 +252,7 @@ def model_config_from_settings(
         N=N,
         gridsize=m.gridsize.get_value(),
         n_filters_scale=m.n_filters_scale.get_value(),
+        generator=m.generator.get_value(),
         model_type=model_type,
         amp_activation=m.amp_activation.get_value(),
         object_big=m.object_big.get_value(),

@@ -21,6 +21,7 @@ from .settings import (
     AMP_ACTIVATIONS,
     BAD_PIXEL_MODES,
     CHECKPOINT_MODES,
+    GENERATORS,
     LOGGERS,
     LOSS_MODES,
     PRECISIONS,
@@ -66,6 +67,7 @@ class PtychoPINNViewControllerFactory(ReconstructorViewControllerFactory):
             m.n_filters_scale, 'Filter Scale:', tool_tip='Multiplies every convolution width',
             group=group,
         )
+        builder.add_combo_box(m.generator, GENERATORS, 'Network:', group=group)
         builder.add_combo_box(m.amp_activation, AMP_ACTIVATIONS, 'Amplitude Activation:',
                               group=group)
         builder.add_check_box(
