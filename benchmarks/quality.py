@@ -60,7 +60,7 @@ def run(gridsize: int, epochs: int, n_positions: int, nphotons: float, lr: float
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--n-positions", type=int, default=384)
     p.add_argument("--nphotons", type=float, default=1e6)
     p.add_argument("--learning-rate", type=float, default=2e-3)
