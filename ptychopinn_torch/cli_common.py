@@ -157,10 +157,17 @@ def accelerator_unavailable(accelerator: str) -> str | None:
 
 
 def configure_console_logging(quiet: bool) -> None:
+    """Our log lines on stderr (warnings only when quiet). Lightning keeps its own handler;
+    a root handler here would print each of its lines twice."""
     level = logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("ptychopinn").setLevel(level)
-    logging.getLogger("ptychopinn_torch").setLevel(level)
+    for name in ("ptychopinn", "ptychopinn_torch"):
+        log = logging.getLogger(name)
+        log.setLevel(level)
+        if not any(getattr(h, "_ptychopinn_cli", False) for h in log.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            handler._ptychopinn_cli = True  # type: ignore[attr-defined]
+            log.addHandler(handler)
     if quiet:
         logging.getLogger("lightning").setLevel(logging.WARNING)
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
