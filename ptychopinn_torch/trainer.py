@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -144,6 +145,17 @@ class HistoryCallback(Callback):
             trainer.should_stop = True
 
 
+def _require_package(package: str, logger_kind: str) -> None:
+    """Fail before training when an optional logger's package is missing."""
+    try:
+        importlib.import_module(package)
+    except ImportError as exc:
+        raise TrainingSetupError(
+            f"ExecutionConfig.logger={logger_kind!r} needs the {package} package: "
+            f"pip install 'ptychopinn[{package}]'"
+        ) from exc
+
+
 def _build_logger(kind: str, output_dir: Path) -> Any:
     if kind == "none":
         return False
@@ -152,24 +164,14 @@ def _build_logger(kind: str, output_dir: Path) -> Any:
 
         return CSVLogger(save_dir=str(output_dir), name="lightning_logs")
     if kind == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401
-            from lightning.pytorch.loggers import TensorBoardLogger
-        except ImportError as exc:
-            raise TrainingSetupError(
-                "ExecutionConfig.logger='tensorboard' needs the tensorboard package: "
-                "pip install 'ptychopinn[tensorboard]'"
-            ) from exc
+        _require_package("tensorboard", kind)
+        from lightning.pytorch.loggers import TensorBoardLogger
+
         return TensorBoardLogger(save_dir=str(output_dir), name="lightning_logs")
     if kind == "mlflow":
-        try:
-            import mlflow  # noqa: F401
-            from lightning.pytorch.loggers import MLFlowLogger
-        except ImportError as exc:
-            raise TrainingSetupError(
-                "ExecutionConfig.logger='mlflow' needs the mlflow package: "
-                "pip install 'ptychopinn[mlflow]'"
-            ) from exc
+        _require_package("mlflow", kind)
+        from lightning.pytorch.loggers import MLFlowLogger
+
         # A local file store under output_dir: no tracking server is needed. MLflow 3
         # refuses file stores unless opted in; a user's explicit setting is kept.
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
