@@ -181,6 +181,8 @@ def train(
         "n_val_groups": len(datamodule.val_set) if datamodule.has_validation else 0,
         "final_train_loss": history.history["train_loss"][-1] if history.history["train_loss"] else None,
         "final_val_loss": history.history["val_loss"][-1] if history.history["val_loss"] else None,
+        "train_loss_history": list(history.history["train_loss"]),
+        "val_loss_history": list(history.history["val_loss"]),
         "training_time_s": elapsed,
         "monitor": monitor,
         "input_scale": train_input_scale,

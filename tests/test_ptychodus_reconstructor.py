@@ -129,7 +129,11 @@ def test_reconstruct_contract(trained, scan):
     assert product_out.probes is product_in.probes
     assert product_out.probe_positions is product_in.probe_positions
     assert product_out.metadata is product_in.metadata
-    assert list(product_out.losses) == []
+    # the product carries the training curve of the model that made it
+    history = library.pinn.loaded_model.training_summary['train_loss_history']
+    assert [loss.value for loss in product_out.losses] == pytest.approx(history)
+    assert [loss.epoch for loss in product_out.losses] == list(range(len(history)))
+    assert len(history) > 0
 
     object_in, object_out = product_in.object_, product_out.object_
     assert object_out.get_geometry() == object_in.get_geometry()

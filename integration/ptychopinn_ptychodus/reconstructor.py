@@ -61,6 +61,12 @@ _RECONSTRUCT_REPORT_STEP = 25  # percent between intermediate ReconstructOutputs
 _EVENT, _DONE, _FAILED = 'event', 'done', 'failed'
 
 
+
+def _training_losses(model: Any) -> list[LossValue]:
+    """Per-epoch training losses recorded in a model bundle (empty for a checkpoint)."""
+    history = getattr(model, 'training_summary', {}).get('train_loss_history') or []
+    return [LossValue(epoch=epoch, value=float(value)) for epoch, value in enumerate(history)]
+
 class _Worker:
     """Runs ``target(post)`` in a daemon thread; ``post(payload)`` queues an event."""
 
@@ -414,7 +420,9 @@ class PtychoPINNReconstructor(TrainableReconstructor):
             probe_positions=parameters.product.probe_positions,
             probes=parameters.product.probes,
             object_=object_out,
-            losses=[],  # one forward pass: no iteration losses (as Ptychodus's ML reconstructors)
+            # A forward pass has no iterations; the product carries the training curve of
+            # the model that made it, which is what Ptychodus's loss plot can show.
+            losses=_training_losses(self._model),
         )
         covered = int(numpy.count_nonzero(numpy.abs(reconstruction.object) > 0))
         logger.info(
