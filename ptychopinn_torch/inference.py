@@ -30,6 +30,7 @@ from ptychopinn_torch.bundle import (
 )
 from ptychopinn_torch.cli_common import (
     CliArgumentParser,
+    accelerator_unavailable,
     add_execution_flags,
     build_or_exit,
     configure_console_logging,
@@ -171,16 +172,15 @@ def loaded_model_from_training(result: Any) -> LoadedModel:
 
 def select_device(accelerator: str) -> torch.device:
     """The torch device an accelerator name means; 'auto' picks CUDA, then MPS, then CPU."""
-    if accelerator in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError("accelerator 'gpu' requested but CUDA is not available")
-        return torch.device("cuda")
-    if accelerator == "mps":
-        if not torch.backends.mps.is_available():
-            raise RuntimeError("accelerator 'mps' requested but MPS is not available")
-        return torch.device("mps")
     if accelerator == "tpu":
         raise RuntimeError("inference on TPU is not supported; use cpu or gpu")
+    problem = accelerator_unavailable(accelerator)
+    if problem is not None:
+        raise RuntimeError(problem)
+    if accelerator in ("gpu", "cuda"):
+        return torch.device("cuda")
+    if accelerator == "mps":
+        return torch.device("mps")
     if accelerator == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

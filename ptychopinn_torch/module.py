@@ -7,7 +7,6 @@ loads with ``weights_only=True``. The probe is a buffer (or parameter) in the st
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -169,5 +168,6 @@ class PtychoPINNModule(L.LightningModule):
 
 def intensity_scale_for(nphotons: float | None, mean_total_counts: float, N: int) -> float:
     """sqrt(photons per pattern) / (N/2): maps normalised amplitudes to sqrt(counts)."""
-    photons = nphotons if nphotons is not None else mean_total_counts
-    return math.sqrt(photons) / (N / 2)
+    return physics.intensity_scale_from(
+        nphotons if nphotons is not None else mean_total_counts, N
+    )

@@ -15,7 +15,7 @@ import torch
 
 from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
 from ptychopinn.data import DataContractError, RawData
-from ptychopinn.grouping import group_raw_data, input_scale, mean_total_counts
+from ptychopinn.grouping import group_for_training, input_scale, mean_total_counts
 from ptychopinn_torch.bundle import BUNDLE_FILENAME, bundle_sha256, save_bundle
 from ptychopinn_torch.cli_common import (
     CliArgumentParser,
@@ -58,17 +58,6 @@ class TrainingResult:
     training_time_s: float
     stopped_by_caller: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def _group(raw: RawData, config: TrainingConfig, n_groups: int | None):
-    return group_raw_data(
-        raw,
-        gridsize=config.model.gridsize,
-        neighbor_count=config.neighbor_count,
-        n_groups=n_groups,
-        seed=config.subsample_seed,
-        sequential=config.sequential_sampling,
-    )
 
 
 def check_training_inputs(
@@ -130,8 +119,8 @@ def train(
     if execution.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    train_grouped = _group(train_data, config, config.n_groups)
-    val_grouped = _group(test_data, config, config.n_groups) if test_data is not None else None
+    train_grouped = group_for_training(train_data, config)
+    val_grouped = group_for_training(test_data, config) if test_data is not None else None
     train_input_scale = input_scale(train_data.diffraction)
     counts = mean_total_counts(train_data.diffraction)
     intensity_scale = intensity_scale_for(config.nphotons, counts, config.model.N)
