@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Self
 
 from numpy import bool_ as np_bool
 
+from ptychopinn.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 SUPPORTED_N = (64, 128, 256)
@@ -37,7 +39,7 @@ CHECKPOINT_MODES = ("min", "max")
 LOGGERS = ("csv", "tensorboard", "mlflow", "none")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """An invalid configuration value; the message names field, value and allowed range."""
 
 

@@ -38,11 +38,12 @@ from typing import Any
 import numpy as np
 
 from ptychopinn._io import atomic_output
+from ptychopinn.errors import InputError
 
 __all__ = ["DataContractError", "RawData", "counts_to_amplitude"]
 
 
-class DataContractError(ValueError):
+class DataContractError(InputError):
     """An array or file does not satisfy the PtychoPINN data contract."""
 
 

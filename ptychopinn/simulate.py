@@ -8,12 +8,11 @@ zero outside the object), and the far field is
 ``sqrt(photon counts)``, float32, shape (n, N, N).
 
 The generators are seeded and deterministic. ``specs/simulation_and_metrics.md`` describes
-them in full. Command line: ``python -m ptychopinn.simulate --help``.
+them in full. Command line: ``ptychopinn simulate --help`` (``ptychopinn.cli.simulate``).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import os
@@ -25,6 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
+
+from ptychopinn.errors import InputError
 
 if TYPE_CHECKING:  # data.py is imported lazily so this module works on its own
     from ptychopinn.data import RawData
@@ -43,7 +44,6 @@ __all__ = [
     "make_object",
     "make_probe",
     "make_scan",
-    "main",
     "required_object_size_px",
     "scale_probe_to_photons",
     "simulate_dataset",
@@ -72,7 +72,7 @@ FIXTURE_NAME = "minimal_dataset_v1.npz"
 _GOLDEN_ANGLE_RAD = math.pi * (3.0 - math.sqrt(5.0))
 
 
-class SimulationError(ValueError):
+class SimulationError(InputError):
     """Invalid simulation input (bad kind, size, count, or positions that do not fit)."""
 
 
@@ -646,71 +646,7 @@ def make_minimal_fixture(path: str | os.PathLike) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- CLI
+if __name__ == "__main__":  # python -m ptychopinn.simulate: the command line lives in cli/
+    from ptychopinn.cli.simulate import main
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit status 2 (argparse convention)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="python -m ptychopinn.simulate",
-        description="Simulate a synthetic ptychography data set (NPZ, amplitude diffraction).",
-    )
-    p.add_argument("--output", required=True, type=Path, help="output .npz file")
-    p.add_argument("--object", default="natural", choices=OBJECT_KINDS, help="object kind")
-    p.add_argument("--probe", default="aperture", choices=PROBE_KINDS, help="probe kind")
-    p.add_argument("--scan", default="spiral", choices=SCAN_KINDS, help="scan pattern")
-    p.add_argument("--N", type=int, default=64, choices=SUPPORTED_N,
-                   help="diffraction pattern side, pixels")
-    p.add_argument("--n-positions", type=int, default=512, help="number of scan positions")
-    p.add_argument("--step-px", type=float, default=None,
-                   help="scan step (raster) or mean spacing (spiral), object pixels; default N/8")
-    p.add_argument("--jitter-px", type=float, default=0.0,
-                   help="uniform position jitter amplitude, object pixels")
-    p.add_argument("--nphotons", type=float, default=1e6, help="mean photons per pattern")
-    p.add_argument("--seed", type=int, default=0, help="random seed (>= 0)")
-    p.add_argument("--quiet", action="store_true", help="print only the output path")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: simulate, write the NPZ atomically, print its path."""
-    parser = _build_parser()
-    args = parser.parse_args(argv)
-    if args.n_positions < 1:
-        parser.error(f"--n-positions must be >= 1, got {args.n_positions}")
-    if args.step_px is not None and not (math.isfinite(args.step_px) and args.step_px > 0):
-        parser.error(f"--step-px must be a finite number > 0, got {args.step_px}")
-    if not (math.isfinite(args.jitter_px) and args.jitter_px >= 0):
-        parser.error(f"--jitter-px must be a finite number >= 0, got {args.jitter_px}")
-    if not (math.isfinite(args.nphotons) and args.nphotons > 0):
-        parser.error(f"--nphotons must be a finite number > 0, got {args.nphotons}")
-    if args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
-    output: Path = args.output
-    if output.suffix != ".npz":
-        parser.error(f"--output must end in .npz, got {str(output)!r}")
-    if not output.parent.is_dir():
-        parser.error(f"--output directory does not exist: {str(output.parent)!r}")
-    if output.is_dir():
-        parser.error(f"--output is a directory: {str(output)!r}")
-
-    raw = simulate_dataset(object_kind=args.object, probe_kind=args.probe, N=args.N,
-                           n_positions=args.n_positions, scan_kind=args.scan,
-                           step_px=args.step_px, jitter_px=args.jitter_px,
-                           nphotons=args.nphotons, seed=args.seed)
-    raw.save(output)  # atomic (ptychopinn._io.atomic_output)
-    if not args.quiet:
-        counts = (raw.diffraction.astype(np.float64) ** 2).sum(axis=(1, 2)).mean()
-        print(f"simulated {args.n_positions} patterns, N={args.N}, object "
-              f"{raw.object_guess.shape[0]} x {raw.object_guess.shape[1]} px, "
-              f"mean total counts {counts:.4g}", file=sys.stderr)
-    print(output)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m ptychopinn.simulate"))

@@ -44,12 +44,19 @@ def train_cdi_model_with_backend(
     config: TrainingConfig,
     execution_config: ExecutionConfig | None = None,
     epoch_callback: Any = None,
+    resume: bool = False,
 ) -> Any:
     """Train with ``config.backend``; returns the backend's TrainingResult (history,
-    module, output paths). ``epoch_callback(report)`` returning False stops training."""
+    module, output paths). ``epoch_callback(report)`` returning False stops training;
+    ``resume`` continues from the output directory's last checkpoint."""
     train = _backend(config.backend, "train")
     return train.train(train_data, test_data, config, execution_config,
-                       epoch_callback=epoch_callback)
+                       epoch_callback=epoch_callback, resume=resume)
+
+
+def accelerator_problem_with_backend(accelerator: str, backend: str = "pytorch") -> str | None:
+    """Why ``accelerator`` cannot run on this machine with ``backend``, or None if it can."""
+    return _backend(backend, "devices").accelerator_unavailable(accelerator)
 
 
 def load_inference_bundle_with_backend(path: str | Path, backend: str = "pytorch") -> Any:
@@ -69,6 +76,18 @@ def reconstruct_with_backend(
     inference = _backend(backend, "inference")
     return inference.reconstruct(model, data, inference_config, execution_config,
                                  progress_callback=progress_callback)
+
+
+def run_inference_with_backend(
+    inference_config: InferenceConfig,
+    execution_config: ExecutionConfig | None = None,
+    data: RawData | None = None,
+    model: Any = None,
+) -> Any:
+    """Load the model and data ``inference_config`` names (unless given), reconstruct and
+    write the outputs to ``inference_config.output_dir``; returns (Reconstruction, paths)."""
+    inference = _backend(inference_config.backend, "inference")
+    return inference.run_inference(inference_config, execution_config, data=data, model=model)
 
 
 def run_cdi_example_with_backend(

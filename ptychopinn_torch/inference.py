@@ -1,16 +1,22 @@
-"""Inference workflow and command line (``python -m ptychopinn_torch.inference``).
+"""Inference workflow: a trained model reconstructs a new scan in one streamed pass.
 
-A trained model reconstructs a new scan in one streamed pass: group the positions,
-predict object patches batch by batch on the accelerator, and stitch them on the CPU.
-Only one batch at a time lives on the accelerator.
+Group the positions, predict object patches batch by batch on the accelerator, and stitch
+them on the CPU; only one batch at a time lives on the accelerator. Its command line is
+``ptychopinn.cli.infer`` (``ptychopinn infer``); running this module
+(``python -m ptychopinn_torch.inference``) starts that command line before torch is imported.
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
+
+if __name__ == "__main__":  # parse the flags first: --help must not wait for torch
+    from ptychopinn.cli.infer import main
+
+    sys.exit(main(prog="python -m ptychopinn_torch.inference"))
+
 import json
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,16 +34,7 @@ from ptychopinn_torch.bundle import (
     read_bundle,
     read_lightning_checkpoint,
 )
-from ptychopinn_torch.cli_common import (
-    CliArgumentParser,
-    accelerator_unavailable,
-    add_execution_flags,
-    build_or_exit,
-    configure_console_logging,
-    positive_int,
-    resolve_accelerator,
-    show_deprecation_warnings,
-)
+from ptychopinn_torch.devices import select_device
 from ptychopinn_torch.module import PtychoPINNModule
 from ptychopinn_torch.stitching import Stitcher
 from ptychopinn_torch.trainer import CHECKPOINT_DIRNAME, LAST_CHECKPOINT
@@ -168,25 +165,6 @@ def loaded_model_from_training(result: Any) -> LoadedModel:
         source_path=Path(result.bundle_path or result.output_dir),
         training_summary=dict(result.summary),
     )
-
-
-def select_device(accelerator: str) -> torch.device:
-    """The torch device an accelerator name means; 'auto' picks CUDA, then MPS, then CPU."""
-    if accelerator == "tpu":
-        raise RuntimeError("inference on TPU is not supported; use cpu or gpu")
-    problem = accelerator_unavailable(accelerator)
-    if problem is not None:
-        raise RuntimeError(problem)
-    if accelerator in ("gpu", "cuda"):
-        return torch.device("cuda")
-    if accelerator == "mps":
-        return torch.device("mps")
-    if accelerator == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-    return torch.device("cpu")
 
 
 def check_inference_inputs(model: LoadedModel, data: RawData) -> None:
@@ -428,87 +406,3 @@ def run_inference(
     }
     paths = write_outputs(recon, Path(inference_config.output_dir), configs, data.object_guess)
     return recon, paths
-
-
-# ---------------------------------------------------------------------- command line
-def build_parser() -> argparse.ArgumentParser:
-    p = CliArgumentParser(
-        prog="python -m ptychopinn_torch.inference",
-        description="Reconstruct a scan with a trained PtychoPINN model.",
-    )
-    p.add_argument("--model_path", type=Path, required=True,
-                   help="Model bundle (.zip), Lightning checkpoint (.ckpt), or a training "
-                        "output directory holding one (required).")
-    p.add_argument("--test_data", type=Path, required=True,
-                   help="NPZ scan to reconstruct (required).")
-    p.add_argument("--output_dir", type=Path, required=True,
-                   help="Directory for the images, reconstruction.npz and metrics.json "
-                        "(required).")
-    p.add_argument("--n_images", type=positive_int, default=None,
-                   help="Number of groups to reconstruct (default: one per scan position, "
-                        "i.e. the whole scan).")
-    add_execution_flags(p, inference=True)
-    p.add_argument("--inference-batch-size", dest="inference_batch_size", type=positive_int,
-                   default=None,
-                   help="Groups per inference batch (default: the training batch size).")
-    p.add_argument("--stitch-weighting", dest="stitch_weighting",
-                   choices=("uniform", "probe"), default="uniform",
-                   help="Weights of overlapping patches (default: uniform).")
-    p.add_argument("--no-align-phase", dest="stitch_align_phase", action="store_false",
-                   help="Do not remove each patch's constant phase offset against its "
-                        "neighbours while stitching (default: align).")
-    p.add_argument("--flip_x", action="store_true", help="Flip each patch left-right.")
-    p.add_argument("--flip_y", action="store_true", help="Flip each patch up-down.")
-    p.add_argument("--transpose", action="store_true", help="Transpose each patch.")
-    return p
-
-
-def configs_from_args(args: argparse.Namespace) -> tuple[InferenceConfig, ExecutionConfig]:
-    inference = InferenceConfig(
-        model_path=args.model_path,
-        test_data_file=args.test_data,
-        n_groups=args.n_images,
-        output_dir=args.output_dir,
-        stitch_weighting=args.stitch_weighting,
-        stitch_align_phase=args.stitch_align_phase,
-        flip_x=args.flip_x,
-        flip_y=args.flip_y,
-        transpose=args.transpose,
-    )
-    execution = ExecutionConfig(
-        accelerator=resolve_accelerator(args),
-        num_workers=args.num_workers,
-        inference_batch_size=args.inference_batch_size,
-        enable_progress_bar=not args.quiet,
-    )
-    return inference, execution
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit code."""
-    show_deprecation_warnings()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    configure_console_logging(args.quiet)
-    inference, execution = build_or_exit(parser, lambda: configs_from_args(args))
-    try:
-        select_device(execution.accelerator)
-    except RuntimeError as exc:
-        parser.error(f"argument --accelerator: {exc}")
-    if not args.test_data.is_file():
-        parser.error(f"--test_data {args.test_data}: no such file")
-    try:
-        model = load_model(args.model_path)
-        data = RawData.from_file(args.test_data)
-        check_inference_inputs(model, data)
-    except (BundleError, DataContractError) as exc:
-        parser.error(str(exc))
-    recon, paths = run_inference(inference, execution, data=data, model=model)
-    if not args.quiet:
-        for name, path in paths.items():
-            print(f"{name}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
+from ptychopinn.errors import RuntimeFault
 from ptychopinn_torch import physics
 from ptychopinn_torch.networks import Generator
 from ptychopinn_torch.trainer import (
@@ -27,7 +28,7 @@ from ptychopinn_torch.trainer import (
 )
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RuntimeFault):
     """Training produced a NaN or Inf loss; the last good checkpoint is kept."""
 
 

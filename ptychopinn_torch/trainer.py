@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from ptychopinn.config import ExecutionConfig, TrainingConfig
+from ptychopinn.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ CHECKPOINT_DIRNAME = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 
 
-class TrainingSetupError(ValueError):
+class TrainingSetupError(InputError):
     """A training run cannot start as configured (raised before any work)."""
 
 

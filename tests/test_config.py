@@ -652,7 +652,7 @@ TORCH_FREE_SCRIPT = textwrap.dedent(
     import ptychopinn
     import ptychopinn.config as config
 
-    names = sorted(m.name for m in pkgutil.iter_modules(ptychopinn.__path__, "ptychopinn."))
+    names = sorted(m.name for m in pkgutil.walk_packages(ptychopinn.__path__, "ptychopinn."))
     for name in names:
         importlib.import_module(name)
     # Using the configs must not pull in a backend either.
@@ -729,12 +729,12 @@ def _spec_flags(section: str) -> list[str]:
     ("module", "section", "legacy"),
     [
         (
-            "ptychopinn_torch.train",
+            "ptychopinn.cli.train",
             "Training, `python -m ptychopinn_torch.train`",
             ["--device", "--disable_mlflow"],
         ),
         (
-            "ptychopinn_torch.inference",
+            "ptychopinn.cli.infer",
             "Inference, `python -m ptychopinn_torch.inference`",
             ["--device"],
         ),

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ptychopinn.cli import infer as infer_cli
 from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, TrainingConfig
 from ptychopinn.data import RawData
 from ptychopinn_torch import inference as inf
@@ -193,7 +194,7 @@ def test_inference_cli_rejects_data_of_another_pattern_size(python_run, tmp_path
                     ycoords=np.zeros(8), probe_guess=np.ones((32, 32), np.complex64))
     small.save(tmp_path / "n32.npz")
     with pytest.raises(SystemExit) as info:
-        inf.main(["--model_path", str(result.bundle_path), "--test_data",
+        infer_cli.main(["--model_path", str(result.bundle_path), "--test_data",
                   str(tmp_path / "n32.npz"), "--output_dir", str(tmp_path / "out"),
                   "--accelerator", "cpu"])
     assert info.value.code == 2

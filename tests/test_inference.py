@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from ptychopinn.cli import infer as infer_cli
 from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, TrainingConfig
 from ptychopinn.data import DataContractError, RawData
 from ptychopinn_torch import inference as inf
@@ -461,7 +462,7 @@ def test_pickle_payload_in_bundle_is_refused(kind, tmp_path, capsys):
     assert not marker.exists()
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
-        inf.main(["--model_path", str(bundle), "--test_data", str(FIXTURE),
+        infer_cli.main(["--model_path", str(bundle), "--test_data", str(FIXTURE),
                   "--output_dir", str(out), "--accelerator", "cpu"])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from ptychopinn import simulate as sim
+from ptychopinn.cli import simulate as simulate_cli
 from ptychopinn.simulate import (
     AMPLITUDE_RANGE,
     PHASE_MAX_RAD,
@@ -345,7 +346,7 @@ def test_cli_writes_loadable_file(tmp_path, capsys):
     from ptychopinn.data import RawData
 
     out = tmp_path / "sim.npz"
-    rc = sim.main(["--output", str(out), "--object", "dead_leaves", "--probe", "gaussian",
+    rc = simulate_cli.main(["--output", str(out), "--object", "dead_leaves", "--probe", "gaussian",
                    "--scan", "raster", "--n-positions", "9", "--step-px", "6", "--nphotons", "1e4",
                    "--seed", "3", "--quiet"])
     assert rc == 0
@@ -376,7 +377,7 @@ def test_cli_writes_loadable_file(tmp_path, capsys):
 def test_cli_rejects_bad_values_with_exit_code_2(tmp_path, capsys, args, needle):
     out = tmp_path / "x.npz"
     with pytest.raises(SystemExit) as exc:
-        sim.main(["--output", str(out), *args])
+        simulate_cli.main(["--output", str(out), *args])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
@@ -386,18 +387,18 @@ def test_cli_rejects_bad_values_with_exit_code_2(tmp_path, capsys, args, needle)
 def test_cli_rejects_bad_output_paths(tmp_path, capsys):
     for output, needle in [(tmp_path / "x.txt", ".npz"), (tmp_path / "missing" / "x.npz", "directory")]:
         with pytest.raises(SystemExit) as exc:
-            sim.main(["--output", str(output)])
+            simulate_cli.main(["--output", str(output)])
         assert exc.value.code == 2
         assert needle in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        sim.main([])
+        simulate_cli.main([])
     assert exc.value.code == 2
     assert "--output" in capsys.readouterr().err
 
 
 def test_cli_help_exits_zero(capsys):
     with pytest.raises(SystemExit) as exc:
-        sim.main(["--help"])
+        simulate_cli.main(["--help"])
     assert exc.value.code == 0
     assert "--nphotons" in capsys.readouterr().out
 

@@ -1,4 +1,4 @@
-"""Flags and validation shared by the training and inference command lines."""
+"""Flags and validation shared by the command lines (no torch: parsing stays fast)."""
 
 from __future__ import annotations
 
@@ -138,22 +138,6 @@ def build_or_exit(parser: argparse.ArgumentParser, factory: Callable[[], Any]) -
         return factory()
     except ConfigError as exc:
         error_naming_flag(parser, str(exc))
-
-
-def accelerator_unavailable(accelerator: str) -> str | None:
-    """Why ``accelerator`` cannot run on this machine, or None if it can (checked before
-    any data is loaded, so the user gets one line instead of a Lightning traceback)."""
-    import importlib.util
-
-    import torch
-
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        return "CUDA is not available on this machine; use --accelerator cpu or auto"
-    if accelerator == "mps" and not torch.backends.mps.is_available():
-        return "MPS is not available on this machine; use --accelerator cpu or auto"
-    if accelerator == "tpu" and importlib.util.find_spec("torch_xla") is None:
-        return "TPU support needs the torch_xla package, which is not installed"
-    return None
 
 
 def configure_console_logging(quiet: bool) -> None:
