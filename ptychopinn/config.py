@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Self
 
 from numpy import bool_ as np_bool
 
+from ptychopinn.data import PHOTONS_PER_PATTERN_RANGE
 from ptychopinn.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,14 @@ def _is_real(value: Any) -> bool:
         return math.isfinite(value)
     except OverflowError:  # an int too large for a float
         return False
+
+
+def _bound(value: float) -> str:
+    """A range bound as users read it: 0.0, 1.0, inf, 1e-06, 1e+15."""
+    value = float(value)
+    if value != 0 and math.isfinite(value) and not 1e-4 <= abs(value) < 1e6:
+        return f"{value:g}"
+    return repr(value)
 
 
 class _ConfigBase:
@@ -108,12 +117,15 @@ class _ConfigBase:
         lo = "(" if exclusive_min else "["
         hi = ")" if exclusive_max else "]"
         suffix = " or None" if optional else ""
+        rule = (
+            f"must be a finite number in {lo}{_bound(minimum)}, {_bound(maximum)}{hi}{suffix}"
+        )
         if not _is_real(value):
-            self._err(name, f"must be a finite number in {lo}{minimum}, {maximum}{hi}{suffix}")
+            self._err(name, rule)
         too_low = value <= minimum if exclusive_min else value < minimum
         too_high = value >= maximum if exclusive_max else value > maximum
         if too_low or too_high:
-            self._err(name, f"must be a finite number in {lo}{minimum}, {maximum}{hi}{suffix}")
+            self._err(name, rule)
         object.__setattr__(self, name, float(value))
 
     def _coerce_paths(self) -> None:
@@ -237,7 +249,7 @@ class TrainingConfig(_ConfigBase):
     """Data, grouping, loss and schedule of a training run.
 
     ``nphotons`` is the photon count per pattern assumed by the Poisson likelihood (None:
-    measured from the training data). ``validation_fraction`` is the share of groups held
+    measured from the training data), within ``data.PHOTONS_PER_PATTERN_RANGE``. ``validation_fraction`` is the share of groups held
     out (seeded) when there is no test file.
     """
 
@@ -276,7 +288,12 @@ class TrainingConfig(_ConfigBase):
         self._check_int("n_groups", 1, optional=True)
         self._check_int("batch_size", 1)
         self._check_int("nepochs", 1)
-        self._check_real("nphotons", minimum=0.0, exclusive_min=True, optional=True)
+        self._check_real(
+            "nphotons",
+            minimum=PHOTONS_PER_PATTERN_RANGE[0],
+            maximum=PHOTONS_PER_PATTERN_RANGE[1],
+            optional=True,
+        )
         self._check_int("neighbor_count", 1)
         if self.neighbor_count < self.model.C:
             self._err(
@@ -401,9 +418,21 @@ class ExecutionConfig(_ConfigBase):
         self._check_int("inference_batch_size", 1, optional=True)
         # Lightning's seed_everything accepts 32-bit unsigned seeds only.
         self._check_int("seed", 0, maximum=2**32 - 1)
+
+    def advisories(self) -> list[str]:
+        """Valid but questionable combinations, as sentences.  Not logged here: a config
+        is rebuilt several times per run (CLI, checkpoint hyper-parameters); the
+        workflow that uses it logs each once (``log_advisories``)."""
+        notes = []
         if self.num_workers > 0 and self.deterministic:
-            logger.warning(
+            notes.append(
                 "num_workers > 0 with deterministic mode enabled may introduce "
                 "non-determinism on some platforms; use num_workers=0 for strict "
                 "reproducibility."
             )
+        return notes
+
+    def log_advisories(self) -> None:
+        """Log each of :meth:`advisories` once, as a warning."""
+        for note in self.advisories():
+            logger.warning(note)

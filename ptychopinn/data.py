@@ -27,6 +27,7 @@ present), the (N, N, n) layout (transposed with a FORMAT-001 warning), and
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 import zipfile
@@ -38,9 +39,19 @@ from typing import Any
 import numpy as np
 
 from ptychopinn._io import atomic_output
-from ptychopinn.errors import InputError
+from ptychopinn.errors import InputError, InputWarning
+from ptychopinn.resources import format_bytes, memory_shortfall
 
-__all__ = ["DataContractError", "RawData", "counts_to_amplitude"]
+__all__ = [
+    "PHOTONS_PER_PATTERN_RANGE",
+    "DataContractError",
+    "RawData",
+    "check_photon_scale",
+    "check_positions",
+    "counts_suspicion",
+    "counts_to_amplitude",
+    "warn_if_counts",
+]
 
 
 class DataContractError(InputError):
@@ -90,12 +101,34 @@ def _to_array(attr: str, value: Any) -> np.ndarray:
     return arr
 
 
+def _check_float32_range(attr: str, arr: np.ndarray) -> None:
+    """Refuse finite values that a cast to float32 / complex64 would turn into Inf."""
+    component_size = arr.dtype.itemsize // (2 if np.iscomplexobj(arr) else 1)
+    # Every integer type and every float of <= 4 bytes fits in float32.
+    if np.issubdtype(arr.dtype, np.integer) or component_size <= 4:
+        return
+    limit = float(np.finfo(np.float32).max)
+    parts = (arr.real, arr.imag) if np.iscomplexobj(arr) else (arr,)
+    n_over = 0
+    for part in parts:
+        with np.errstate(invalid="ignore", over="ignore"):
+            n_over += int(np.count_nonzero(np.isfinite(part) & (np.abs(part) > limit)))
+    if n_over:
+        raise DataContractError(
+            f"{_label(attr)} has {n_over} values beyond the float32 range (|value| > "
+            f"{limit:.3g}); they would overflow float32 to Inf. Rescale the data (diffraction "
+            "is amplitude, sqrt(photon counts))"
+        )
+
+
 def _as_real(attr: str, value: Any, dtype: type[np.generic]) -> np.ndarray:
     arr = _to_array(attr, value)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise DataContractError(
             f"{_label(attr)} must hold real numbers (integer or float), got dtype {arr.dtype}"
         )
+    if dtype is np.float32:
+        _check_float32_range(attr, arr)
     return arr.astype(dtype, copy=False)
 
 
@@ -107,6 +140,7 @@ def _as_complex(attr: str, value: Any) -> np.ndarray:
         or np.issubdtype(arr.dtype, np.complexfloating)
     ):
         raise DataContractError(f"{_label(attr)} must hold numbers, got dtype {arr.dtype}")
+    _check_float32_range(attr, arr)
     return arr.astype(np.complex64, copy=False)
 
 
@@ -386,6 +420,10 @@ class RawData:
         p = Path(path)
         if not p.exists():
             raise DataContractError(f"{p}: file not found")
+        if p.is_dir():
+            raise DataContractError(
+                f"{p} is a directory, not a data file; give the path of an .npz file"
+            )
         if not p.is_file():
             raise DataContractError(f"{p}: not a regular file")
         with open(p, "rb") as fh:
@@ -455,8 +493,60 @@ def _read_key(path: Path, npz: Any, key: str) -> np.ndarray:
         ) from exc
 
 
+# every npz key the loader may read (others are ignored, never loaded)
+_READ_KEYS = (*_KEYS.values(), "diff3d", "label_amp", "label_phase")
+
+
+def _declared_bytes(path: Path, npz: Any, key: str) -> int:
+    """Bytes that key's array declares in its .npy header; refuses a header that declares
+    more data than the archive holds (truncated or crafted files), before allocating."""
+    from numpy.lib import format as npy_format
+
+    if f"{key}.npy" not in npz.zip.namelist():
+        return 0  # a member that is not a .npy array; _read_key reports it
+    try:
+        info = npz.zip.getinfo(f"{key}.npy")
+        with npz.zip.open(info) as member:
+            version = npy_format.read_magic(member)
+            if version == (1, 0):
+                shape, _, dtype = npy_format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, _, dtype = npy_format.read_array_header_2_0(member)
+            else:  # newer header versions: np.load reports what it cannot read
+                return 0
+            header_bytes = member.tell()
+    except _READ_ERRORS as exc:
+        raise DataContractError(
+            f"{path}: key '{key}' could not be read, the archive is corrupt or truncated "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    if dtype.hasobject:
+        return 0  # refused unread by _read_key
+    declared = math.prod(shape) * dtype.itemsize
+    stored = info.file_size - header_bytes
+    if declared > stored:
+        raise DataContractError(
+            f"{path}: key '{key}' declares shape {tuple(shape)} {dtype} "
+            f"({format_bytes(declared)}) but the archive holds only {format_bytes(stored)} "
+            "for it; the file is truncated or corrupt"
+        )
+    return declared
+
+
+def _check_load_memory(path: Path, npz: Any, present: list[str]) -> None:
+    declared = sum(_declared_bytes(path, npz, key) for key in _READ_KEYS if key in present)
+    # Reading, then converting to the canonical dtypes, holds up to two copies.
+    shortfall = memory_shortfall(2 * declared, f"loading {path}")
+    if shortfall is not None:
+        raise DataContractError(
+            f"{shortfall}; the arrays in the file declare {format_bytes(declared)}. Use a "
+            "machine with more memory or split the scan into smaller files"
+        )
+
+
 def _read_fields(path: Path, npz: Any) -> dict[str, Any]:
     present = sorted(npz.files)
+    _check_load_memory(path, npz, present)
 
     def missing(what: str) -> DataContractError:
         return DataContractError(f"{path}: missing {what}; keys present: {present}")
@@ -499,3 +589,122 @@ def _read_fields(path: Path, npz: Any) -> dict[str, Any]:
             )
         fields["labels"] = (amp * np.exp(1j * phase)).astype(np.complex64)
     return fields
+
+
+# --------------------------------------------------------------------------- checks before use
+#: Mean photons per pattern (sum of amplitude**2) the float32 physics handles. Above
+#: ~1e20 the Poisson loss stops changing in float32 and far above it becomes NaN; below
+#: 1e-6 the counts underflow. Real detectors record far less than 1e15 per exposure.
+PHOTONS_PER_PATTERN_RANGE = (1e-6, 1e15)
+
+# amplitude values sampled by the counts check (bounds its cost on large scans)
+_COUNTS_SAMPLE = 1 << 20
+
+
+def check_photon_scale(photons_per_pattern: float, what: str, fix: str) -> None:
+    """Raise :class:`DataContractError` when ``photons_per_pattern`` lies outside
+    :data:`PHOTONS_PER_PATTERN_RANGE`; ``what`` names the source, ``fix`` the remedy."""
+    low, high = PHOTONS_PER_PATTERN_RANGE
+    if not (math.isfinite(photons_per_pattern) and low <= photons_per_pattern <= high):
+        raise DataContractError(
+            f"{what} is {photons_per_pattern:.3g} photons per pattern, outside the range "
+            f"PtychoPINN computes with ({low:g} to {high:g}); {fix}"
+        )
+
+
+def counts_suspicion(diffraction: np.ndarray) -> str | None:
+    """Why ``diffraction`` looks like photon counts rather than amplitude, or None.
+
+    The sign used: every (sampled) value is a whole number and at least 5 % of the
+    non-zero ones are not perfect squares.  Amplitudes of counted data are square roots
+    of whole numbers, so a whole-number amplitude is a perfect square (0, 1, 4, 9, ...);
+    counts below 2 look the same either way and are not flagged.
+    """
+    flat = np.asarray(diffraction).reshape(-1)
+    step = max(1, flat.size // _COUNTS_SAMPLE)
+    sample = flat[::step].astype(np.float64)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0 or not np.all(sample == np.round(sample)):
+        return None
+    nonzero = sample[sample > 0]
+    if nonzero.size == 0:
+        return None
+    roots = np.round(np.sqrt(nonzero))
+    not_square = nonzero[roots * roots != nonzero]
+    if not_square.size < 0.05 * nonzero.size:
+        return None
+    examples = ", ".join(f"{v:g}" for v in np.unique(not_square)[:3])
+    return (
+        f"every value is a whole number and {100 * not_square.size / nonzero.size:.0f} % of "
+        f"the non-zero ones are not perfect squares (e.g. {examples})"
+    )
+
+
+def warn_if_counts(raw: RawData, what: str) -> None:
+    """Warn (:class:`~ptychopinn.errors.InputWarning`) when the diffraction of ``raw``
+    looks like photon counts; the contract wants amplitude ``sqrt(counts)``."""
+    reason = counts_suspicion(raw.diffraction)
+    if reason is not None:
+        warnings.warn(
+            f"the {what} diffraction looks like photon counts, not amplitude: {reason}. "
+            "The data contract wants sqrt(counts): convert it with numpy.sqrt or "
+            "ptychopinn.data.counts_to_amplitude and save it again",
+            InputWarning,
+            stacklevel=2,
+        )
+
+
+def check_positions(raw: RawData, gridsize: int, what: str) -> None:
+    """Scan-position checks before training or inference on ``raw``.
+
+    Raises :class:`DataContractError` when a group cannot find ``gridsize**2`` distinct
+    positions, or when patches lie outside ``objectGuess`` (when present); warns
+    (:class:`~ptychopinn.errors.InputWarning`) when all or most positions repeat.
+    """
+    n = raw.n_positions
+    positions = np.column_stack([raw.xcoords, raw.ycoords])
+    n_distinct = int(np.unique(positions, axis=0).shape[0])
+    c = gridsize * gridsize
+    if n_distinct < c:
+        raise DataContractError(
+            f"the {what} data has only {n_distinct} distinct scan position(s) among {n}, but "
+            f"a group needs gridsize**2 = {c} distinct neighbours; fix xcoords/ycoords or "
+            "use a smaller gridsize"
+        )
+    if n > 1 and n_distinct == 1:
+        warnings.warn(
+            f"all {n} {what} scan positions are identical (x={raw.xcoords[0]:g}, "
+            f"y={raw.ycoords[0]:g} object pixels): the reconstruction covers one probe "
+            "area; check xcoords/ycoords",
+            InputWarning,
+            stacklevel=2,
+        )
+    elif n_distinct <= n // 2:
+        warnings.warn(
+            f"{n - n_distinct} of the {n} {what} scan positions repeat another position "
+            f"({n_distinct} distinct); check xcoords/ycoords",
+            InputWarning,
+            stacklevel=2,
+        )
+    if raw.object_guess is not None:
+        _check_inside_object(raw, what)
+
+
+def _check_inside_object(raw: RawData, what: str) -> None:
+    """A patch of side N around (x, y) covers columns x - N/2 ... x + N/2 - 1 (rows
+    likewise, specs/conventions.md); one pixel beyond the edge is tolerated."""
+    height, width = raw.object_guess.shape
+    half = raw.N / 2
+    low_x, high_x = half - 1, width - half + 1
+    low_y, high_y = half - 1, height - half + 1
+    x, y = raw.xcoords, raw.ycoords
+    outside = (x < low_x) | (x > high_x) | (y < low_y) | (y > high_y)
+    n_out = int(np.count_nonzero(outside))
+    if n_out:
+        raise DataContractError(
+            f"{n_out} of the {raw.n_positions} {what} scan positions put their "
+            f"{raw.N}x{raw.N} patch outside objectGuess ({height} x {width} px): positions "
+            f"span x {x.min():.1f} to {x.max():.1f}, y {y.min():.1f} to {y.max():.1f}, but "
+            f"patch centres must lie within x {low_x:g} to {high_x:g}, y {low_y:g} to "
+            f"{high_y:g} (object pixels). Fix xcoords/ycoords or leave objectGuess out"
+        )

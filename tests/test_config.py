@@ -94,8 +94,8 @@ BAD_CASES = [
     *bad_values(
         TrainingConfig,
         ("nphotons",),
-        (0, 0.0, -1.0, math.inf, math.nan, True, "1e6", 10**400),
-        OPT_POSITIVE,
+        (0, 0.0, -1.0, math.inf, math.nan, True, "1e6", 10**400, 1e-7, 1e16, 1e300),
+        ("finite", "[1e-06, 1e+15]", "None"),
     ),
     *bad_values(TrainingConfig, ("neighbor_count",), (0, -1, 4.0, None), INT_GE_1),
     *bad_values(TrainingConfig, ("loss_mode",), ("MAE", "nll", None), ("poisson", "mae")),
@@ -418,18 +418,21 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     ]
 
 
-def test_workers_with_deterministic_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_workers_with_deterministic_logs_a_warning_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.WARNING, logger="ptychopinn.config")
-    ExecutionConfig(num_workers=2, deterministic=True)
-    records = _warnings(caplog)
-    assert len(records) == 1
-    text = records[0].getMessage()
-    assert "num_workers" in text
-    assert "determinis" in text
-    caplog.clear()
-    ExecutionConfig(num_workers=2, deterministic=False)
-    ExecutionConfig(num_workers=0, deterministic=True)
+    config = ExecutionConfig(num_workers=2, deterministic=True)
+    # Building (and rebuilding) a config is silent: a run rebuilds it several times.
+    ExecutionConfig.from_dict(config.to_dict())
     assert _warnings(caplog) == []
+    (note,) = config.advisories()
+    assert "num_workers" in note and "determinis" in note
+    config.log_advisories()
+    records = _warnings(caplog)
+    assert [r.getMessage() for r in records] == [note]
+    assert ExecutionConfig(num_workers=2, deterministic=False).advisories() == []
+    assert ExecutionConfig(num_workers=0, deterministic=True).advisories() == []
 
 
 # ------------------------------------------------------------------ serialisation

@@ -185,7 +185,7 @@ def test_missing_file(tmp_path):
 
 
 def test_directory_is_not_a_file(tmp_path):
-    with pytest.raises(DataContractError, match="not a regular file"):
+    with pytest.raises(DataContractError, match="is a directory, not a data file"):
         RawData.from_file(tmp_path)
 
 
