@@ -15,7 +15,7 @@ catches exactly these two types.  Warnings a user should read are :class:`InputW
 
 from __future__ import annotations
 
-__all__ = ["InputError", "InputWarning", "RuntimeFault"]
+__all__ = ["InputError", "InputWarning", "OutputLocationError", "RuntimeFault", "SaveError"]
 
 
 class InputError(ValueError):
@@ -29,3 +29,13 @@ class RuntimeFault(RuntimeError):
 class InputWarning(UserWarning):
     """Input that is accepted but probably not what the user meant (the message says why
     and how to fix it)."""
+
+
+class OutputLocationError(InputError):
+    """An output path that cannot be used: a file, under a file, not writable, holding
+    an earlier run, or in use by another run."""
+
+
+class SaveError(RuntimeFault):
+    """Writing a result failed (disk full, file too large, I/O error); the previous file
+    at that path is intact and no temporary file is left."""

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ptychopinn._io import atomic_output, file_sha256
+from ptychopinn._io import atomic_output, file_sha256, save_failure
 from ptychopinn.errors import InputError
 
 __all__ = [
@@ -42,6 +42,8 @@ __all__ = [
     "BundleContents",
     "BundleError",
     "BundleNotFoundError",
+    "LAST_CHECKPOINT",
+    "manifest_digest",
     "bundle_sha256",
     "read_bundle",
     "read_lightning_checkpoint",
@@ -55,6 +57,11 @@ PROBE_KEY = "__probe__"
 
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "weights.pt"
+#: File name of the checkpoint training refreshes every epoch (in ``checkpoints/``).
+LAST_CHECKPOINT = "last.ckpt"
+#: Manifest key holding :func:`manifest_digest` (optional: bundles written before it
+#: existed load unverified).
+MANIFEST_DIGEST_KEY = "manifest_sha256"
 _RESERVED_PREFIX = "__"
 
 
@@ -253,14 +260,26 @@ def save_bundle(
         "weights_file": WEIGHTS_NAME,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
+    manifest[MANIFEST_DIGEST_KEY] = manifest_digest(manifest)
     manifest_bytes = json.dumps(manifest, indent=2, allow_nan=False).encode("utf-8")
 
-    with atomic_output(target) as tmp:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            zf.writestr(MANIFEST_NAME, manifest_bytes, compress_type=zipfile.ZIP_DEFLATED)
-            # Float weights barely compress; storing keeps save/load fast.
-            zf.writestr(WEIGHTS_NAME, weights, compress_type=zipfile.ZIP_STORED)
+    try:
+        with atomic_output(target) as tmp:
+            with zipfile.ZipFile(tmp, "w") as zf:
+                zf.writestr(MANIFEST_NAME, manifest_bytes, compress_type=zipfile.ZIP_DEFLATED)
+                # Float weights barely compress; storing keeps save/load fast.
+                zf.writestr(WEIGHTS_NAME, weights, compress_type=zipfile.ZIP_STORED)
+    except OSError as exc:
+        raise save_failure(target, exc) from exc
     return target
+
+
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """SHA-256 of the manifest without its own digest, as canonical JSON (sorted keys,
+    no whitespace): covers the configs, scales, summary and tensor list."""
+    content = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST_KEY}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------- reading
@@ -293,7 +312,7 @@ def _unpickler_detail(exc: Exception) -> str:
 
 
 def _safe_torch_load(
-    data: bytes | Path, what: str, extra_safe_globals: Iterable[Any] = (), hint: str = ""
+    data: bytes | Path, what: str, extra_safe_globals: Iterable[Any] = (), advice: str = ""
 ) -> Any:
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     extra = list(extra_safe_globals)
@@ -307,7 +326,7 @@ def _safe_torch_load(
         # is called, so nothing from the file has run at this point.
         raise BundleError(
             f"{what} is not a plain tensor file and was refused without unpickling "
-            f"arbitrary objects ({_unpickler_detail(exc)}){hint}"
+            f"arbitrary objects ({_unpickler_detail(exc)}){advice}"
         ) from exc
 
 
@@ -365,6 +384,19 @@ def read_bundle(path: str | os.PathLike[str]) -> BundleContents:
                 f"{manifest.get('package_version', 'unknown')}): bundle format {version} > "
                 f"supported {BUNDLE_FORMAT_VERSION}; upgrade PtychoPINN to read it"
             )
+
+        expected_digest = manifest.get(MANIFEST_DIGEST_KEY)
+        if expected_digest is not None:
+            try:
+                actual_digest = manifest_digest(manifest)
+            except ValueError:  # NaN/Infinity typed into the JSON
+                actual_digest = "not canonical JSON"
+            if not isinstance(expected_digest, str) or actual_digest != expected_digest.lower():
+                raise BundleError(
+                    f"{p}: the manifest was modified after the bundle was written (its "
+                    f"{MANIFEST_DIGEST_KEY} no longer matches), so its configs cannot be "
+                    "trusted; use the original bundle or train again"
+                )
 
         configs = manifest.get("configs")
         if not isinstance(configs, dict) or not isinstance(configs.get("model"), dict):
@@ -451,21 +483,26 @@ def read_lightning_checkpoint(
         raise BundleNotFoundError(f"checkpoint not found: {p}")
     if p.is_dir():
         raise BundleError(f"{p} is a directory, expected a Lightning .ckpt file")
-    ckpt = _safe_torch_load(
-        p,
-        f"checkpoint {p}",
-        extra_safe_globals,
-        hint="; if you trust this file and the class named, pass it in extra_safe_globals",
+    # Only what a command-line user can do: extra_safe_globals is for Python callers.
+    advice = (
+        f"; give the {BUNDLE_FILENAME} bundle or a checkpoints/{LAST_CHECKPOINT} "
+        "written by PtychoPINN training"
     )
+    ckpt = _safe_torch_load(p, f"checkpoint {p}", extra_safe_globals, advice=advice)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise BundleError(f"{p} is not a Lightning checkpoint (no 'state_dict' dict inside)")
+        raise BundleError(
+            f"{p} is not a PtychoPINN training checkpoint (it holds no 'state_dict' "
+            f"dict){advice}"
+        )
     state_dict = ckpt["state_dict"]
     bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise BundleError(f"{p}: state_dict entries are not tensors: {bad[:5]}")
+        raise BundleError(f"{p}: state_dict entries are not tensors: {bad[:5]}{advice}")
     hparams = ckpt.get("hyper_parameters", {})
     if not isinstance(hparams, dict):
-        raise BundleError(f"{p}: hyper_parameters must be a dict, got {type(hparams).__name__}")
+        raise BundleError(
+            f"{p}: hyper_parameters must be a dict, got {type(hparams).__name__}{advice}"
+        )
     return dict(state_dict), dict(hparams)
 
 

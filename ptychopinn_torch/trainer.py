@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.errors import InputError
+from ptychopinn_torch.bundle import LAST_CHECKPOINT  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,6 @@ TRAIN_LOSS = "train_loss"
 VAL_LOSS = "val_loss"
 LEARNING_RATE = "learning_rate"
 CHECKPOINT_DIRNAME = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
 
 
 class TrainingSetupError(InputError):

@@ -16,13 +16,16 @@ import pytest
 import torch
 
 from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
+from ptychopinn.errors import SaveError
 from ptychopinn_torch import bundle as bundle_mod
 from ptychopinn_torch.bundle import (
     BUNDLE_FILENAME,
     BUNDLE_FORMAT_VERSION,
+    MANIFEST_DIGEST_KEY,
     BundleError,
     BundleNotFoundError,
     bundle_sha256,
+    manifest_digest,
     read_bundle,
     read_lightning_checkpoint,
     save_bundle,
@@ -53,8 +56,11 @@ def _inputs(seed: int = 0) -> dict:
     }
 
 
-def _rewrite(path: Path, *, drop=(), replace=None, manifest_edit=None) -> None:
-    """Rebuild the zip at ``path`` with members dropped/replaced or the manifest edited."""
+def _rewrite(path: Path, *, drop=(), replace=None, manifest_edit=None, resign=True) -> None:
+    """Rebuild the zip at ``path`` with members dropped/replaced or the manifest edited.
+
+    ``resign`` recomputes the manifest digest after the edit, as a faulty writer would
+    have produced it, so that the checks after the digest are reached."""
     with zipfile.ZipFile(path) as zf:
         members = {name: zf.read(name) for name in zf.namelist()}
     for name in drop:
@@ -63,6 +69,8 @@ def _rewrite(path: Path, *, drop=(), replace=None, manifest_edit=None) -> None:
     if manifest_edit is not None:
         manifest = json.loads(members["manifest.json"])
         manifest_edit(manifest)
+        if resign and MANIFEST_DIGEST_KEY in manifest:
+            manifest[MANIFEST_DIGEST_KEY] = manifest_digest(manifest)
         members["manifest.json"] = json.dumps(manifest).encode()
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in members.items():
@@ -174,9 +182,9 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
         return real_writestr(self, name, data, *args, **kwargs)
 
     monkeypatch.setattr(zipfile.ZipFile, "writestr", failing_writestr)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(SaveError, match=r"could not write .*disk full.*intact"):
         save_bundle(path, **_inputs(seed=1))
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(SaveError, match="disk full"):
         save_bundle(tmp_path / "new.zip", **_inputs(seed=1))
     monkeypatch.undo()
 
@@ -254,6 +262,30 @@ def test_missing_parts(tmp_path, edit, drop, match):
     _rewrite(path, drop=drop, manifest_edit=edit)
     with pytest.raises(BundleError, match=match):
         read_bundle(path)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["configs"]["model"].update(amp_activation="relu"),
+        lambda m: m["configs"]["training"].update(batch_size=-4),
+        lambda m: m.update(intensity_scale=m["intensity_scale"] * 2),
+        lambda m: m["training_summary"].update(final_train_loss=0.0),
+        lambda m: m.pop("package_version"),
+    ],
+)
+def test_edited_manifest_is_refused(tmp_path, edit):
+    path = save_bundle(tmp_path / "b.zip", **_inputs())
+    _rewrite(path, manifest_edit=edit, resign=False)
+    with pytest.raises(BundleError, match="the manifest was modified"):
+        read_bundle(path)
+
+
+def test_bundle_without_manifest_digest_still_loads(tmp_path):
+    """Bundles written before the digest existed carry none; they load unverified."""
+    path = save_bundle(tmp_path / "b.zip", **_inputs())
+    _rewrite(path, manifest_edit=lambda m: m.pop(MANIFEST_DIGEST_KEY), resign=False)
+    assert read_bundle(path).configs["model"]["N"] == 64
 
 
 def test_checksum_mismatch(tmp_path):
@@ -395,13 +427,23 @@ def test_read_lightning_checkpoint_errors_and_allow_list(tmp_path):
 
     not_ckpt = tmp_path / "list.ckpt"
     torch.save([torch.zeros(1)], not_ckpt)
-    with pytest.raises(BundleError, match="not a Lightning checkpoint"):
+    with pytest.raises(BundleError, match="not a PtychoPINN training checkpoint") as info:
         read_lightning_checkpoint(not_ckpt)
+    # The advice names what a command-line user can give, not a Python-only argument.
+    assert "ptychopinn_model.zip" in str(info.value)
+    assert "extra_safe_globals" not in str(info.value)
+
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint at all\n")
+    with pytest.raises(BundleError, match="refused") as info:
+        read_lightning_checkpoint(text)
+    assert "extra_safe_globals" not in str(info.value)
 
     custom = tmp_path / "custom.ckpt"
     torch.save({"state_dict": {"w": torch.ones(2)}, "hyper_parameters": {"x": _Custom()}}, custom)
-    with pytest.raises(BundleError, match="refused.*_Custom"):
+    with pytest.raises(BundleError, match="refused.*_Custom") as info:
         read_lightning_checkpoint(custom)
+    assert "extra_safe_globals" not in str(info.value)
     # a caller that trusts the class may allow it explicitly
     state_dict, hparams = read_lightning_checkpoint(custom, extra_safe_globals=[_Custom])
     assert torch.equal(state_dict["w"], torch.ones(2))
