@@ -45,6 +45,7 @@ __all__ = [
     "LAST_CHECKPOINT",
     "manifest_digest",
     "bundle_sha256",
+    "load_lightning_checkpoint",
     "read_bundle",
     "read_lightning_checkpoint",
     "save_bundle",
@@ -478,6 +479,15 @@ def read_lightning_checkpoint(
         BundleNotFoundError: the path does not exist.
         BundleError: unreadable, not a Lightning checkpoint, or holds non-plain objects.
     """
+    ckpt = load_lightning_checkpoint(path, extra_safe_globals=extra_safe_globals)
+    return dict(ckpt["state_dict"]), dict(ckpt.get("hyper_parameters", {}))
+
+
+def load_lightning_checkpoint(
+    path: str | os.PathLike[str], *, extra_safe_globals: Iterable[Any] = ()
+) -> dict[str, Any]:
+    """The whole checkpoint dict (epoch, loop and callback states too), loaded and
+    checked like :func:`read_lightning_checkpoint`."""
     p = Path(path)
     if not p.exists():
         raise BundleNotFoundError(f"checkpoint not found: {p}")
@@ -503,7 +513,7 @@ def read_lightning_checkpoint(
         raise BundleError(
             f"{p}: hyper_parameters must be a dict, got {type(hparams).__name__}{advice}"
         )
-    return dict(state_dict), dict(hparams)
+    return ckpt
 
 
 def bundle_sha256(path: str | os.PathLike[str]) -> str:

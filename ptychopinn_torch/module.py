@@ -110,10 +110,13 @@ class PtychoPINNModule(L.LightningModule):
                 if last.exists()
                 else "No checkpoint was written before the failure. "
             )
+            # Data and photon magnitudes are checked before training starts, so the step
+            # size is what is left to blame; name only the flag that sets it.
+            lr = self.execution_config.learning_rate
             raise NonFiniteLossError(
                 f"{stage} loss became {loss.item()} at epoch {self.current_epoch}; "
-                f"training stopped. {kept}Try a lower learning rate or gradient "
-                "clipping (--learning-rate, gradient_clip_val)."
+                f"training stopped. {kept}The likely cause is a learning rate too high "
+                f"for this data: lower --learning-rate (now {lr:g}), e.g. to {lr / 10:g}."
             )
         batch_size = x.shape[0]
         for name, value in terms.items():

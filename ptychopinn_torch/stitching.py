@@ -163,18 +163,11 @@ class Stitcher:
         # Zero ring: the weight, unlike the values, really ends at the crop border.
         self._padded_weight = np.pad(self._weight_map, 1)
 
-        pos = _positions(positions_px_all, "positions_px_all")
-        if pos.shape[0] == 0:
-            raise ValueError("positions_px_all is empty; nothing to stitch")
-        start = np.floor(pos).astype(np.int64)
-        # A fractional position spills one pixel further right/down (bilinear footprint).
-        end = start + (pos > start) + self.crop_px
-        offset = self._crop0 - self._centre
-        x0, y0 = int(start[:, 0].min()) + offset, int(start[:, 1].min()) + offset
-        width = int(end[:, 0].max()) + offset - x0
-        height = int(end[:, 1].max()) + offset - y0
-        self.origin_px: tuple[int, int] = (x0, y0)
-        self.canvas_shape: tuple[int, int] = (height, width)
+        self.origin_px: tuple[int, int]
+        self.canvas_shape: tuple[int, int]
+        self.origin_px, self.canvas_shape = canvas_geometry(
+            self.N, positions_px_all, self.crop_px
+        )
         self._num = np.zeros(self.canvas_shape, dtype=np.complex128)
         self._den = np.zeros(self.canvas_shape, dtype=np.float64)
         self.n_added = 0
@@ -284,6 +277,33 @@ class Stitcher:
         obj = np.zeros(self.canvas_shape, dtype=np.complex64)
         obj[covered] = (self._num[covered] / self._den[covered]).astype(np.complex64)
         return StitchResult(object=obj, origin_px=self.origin_px, weight=self._den.copy())
+
+
+#: Bytes per canvas pixel while stitching and writing the outputs: the complex128 sum,
+#: the float64 weight, the complex64 result and its weight copy, and the float64 images
+#: and masks that the outputs and metrics derive from it.
+STITCH_BYTES_PER_PIXEL = 80
+
+
+def canvas_geometry(
+    N: int, positions_px: Any, crop_px: int | None = None
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(origin_px (x0, y0), canvas_shape (H, W))`` of the canvas :class:`Stitcher`
+    builds for patches of side ``N`` at ``positions_px`` (n, 2) (x, y), object pixels,
+    keeping the central ``crop_px`` square (default N // 2).  Allocates nothing, so
+    callers can check the canvas memory first."""
+    crop_px = max(1, N // 2) if crop_px is None else int(crop_px)
+    pos = _positions(positions_px, "positions_px_all")
+    if pos.shape[0] == 0:
+        raise ValueError("positions_px_all is empty; nothing to stitch")
+    start = np.floor(pos).astype(np.int64)
+    # A fractional position spills one pixel further right/down (bilinear footprint).
+    end = start + (pos > start) + crop_px
+    offset = (N // 2 - crop_px // 2) - N // 2
+    x0, y0 = int(start[:, 0].min()) + offset, int(start[:, 1].min()) + offset
+    width = int(end[:, 0].max()) + offset - x0
+    height = int(end[:, 1].max()) + offset - y0
+    return (x0, y0), (height, width)
 
 
 def _bilinear_shift(window: np.ndarray, fx: np.ndarray, fy: np.ndarray) -> np.ndarray:

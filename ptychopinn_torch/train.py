@@ -14,6 +14,8 @@ if __name__ == "__main__":  # parse the flags first: --help must not wait for to
     sys.exit(main(prog="python -m ptychopinn_torch.train"))
 
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +24,21 @@ from typing import Any
 import lightning as L
 import torch
 
+from ptychopinn._io import check_output_dir, output_dir_lock
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.data import DataContractError, RawData
 from ptychopinn.grouping import group_for_training, input_scale, mean_total_counts
 from ptychopinn_torch.bundle import BUNDLE_FILENAME, save_bundle
 from ptychopinn_torch.datamodule import PtychoDataModule
 from ptychopinn_torch.module import NonFiniteLossError, PtychoPINNModule, intensity_scale_for
+from ptychopinn_torch.preflight import (
+    ResumePoint,
+    check_scan,
+    check_training_resources,
+    find_resume_point,
+)
 from ptychopinn_torch.trainer import (
     CHECKPOINT_DIRNAME,
-    LAST_CHECKPOINT,
     EpochCallback,
     HistoryCallback,
     TrainingSetupError,
@@ -55,25 +63,17 @@ class TrainingResult:
     training_time_s: float
     stopped_by_caller: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
+    already_complete: bool = False
 
 
 def check_training_inputs(
     train_data: RawData, test_data: RawData | None, config: TrainingConfig
 ) -> None:
-    """Everything that can be known wrong before training starts raises here."""
-    N = config.model.N
+    """Everything about the data that can be known wrong before training starts raises
+    here (and questionable data warns): see ``preflight.check_scan``."""
     for name, raw in (("training", train_data), ("test", test_data)):
-        if raw is None:
-            continue
-        if raw.N != N:
-            raise DataContractError(
-                f"{name} data has {raw.N}x{raw.N} patterns but ModelConfig.N={N}"
-            )
-        if raw.n_positions < config.model.C:
-            raise DataContractError(
-                f"{name} data has {raw.n_positions} positions; a group needs "
-                f"gridsize**2 = {config.model.C}"
-            )
+        if raw is not None:
+            check_scan(raw, config.model, name, training=True)
     if config.model.model_type == "supervised":
         for name, raw in (("training", train_data), ("test", test_data)):
             if raw is not None and raw.labels is None:
@@ -97,18 +97,107 @@ def train(
     epoch_callback: EpochCallback | None = None,
     resume: bool = False,
     write_bundle: bool = True,
+    overwrite: bool = False,
 ) -> TrainingResult:
     """Train a model on ``train_data`` (validation on ``test_data`` or a seeded split).
 
     Writes checkpoints under ``<output_dir>/checkpoints``, logs under
     ``<output_dir>/lightning_logs`` and the model bundle ``<output_dir>/ptychopinn_model.zip``.
     ``epoch_callback(report)`` runs after every epoch; returning False stops training.
-    ``resume`` continues from ``<output_dir>/checkpoints/last.ckpt`` when it exists.
+
+    ``resume`` continues from ``<output_dir>/checkpoints/last.ckpt`` (an error when there
+    is none, or when it was trained with other architecture settings); a run that already
+    reached ``nepochs`` is left as it is (``already_complete``).  ``overwrite`` deletes the
+    previous run's checkpoints once every check has passed; its bundle is replaced when
+    the new one is written.  Everything that can be known wrong (data, memory, output
+    directory, resume point) raises an ``InputError`` before anything is written, and
+    the output directory is locked against a second run for the whole training.
     """
     config = training_config
     execution = execution_config or ExecutionConfig()
+    output_dir = Path(config.output_dir)
+    if resume and overwrite:
+        raise TrainingSetupError(
+            "--resume continues the run in --output_dir and --overwrite replaces it; "
+            "give one of them"
+        )
     check_training_inputs(train_data, test_data, config)
+    check_training_resources(train_data, test_data, config, execution)
+    check_output_dir(output_dir)
+    resume_point = find_resume_point(config) if resume else None
+    execution.log_advisories()
+    run = _prepare(train_data, test_data, config, execution, epoch_callback)
+    if _launched_worker():  # a DDP worker process; its launcher holds the lock
+        return _fit(run, config, execution, resume_point, write_bundle)
+    with output_dir_lock(output_dir, "training"):
+        if resume_point is not None and resume_point.complete:
+            done = _completed_run(resume_point, output_dir, execution)
+            if done is not None:
+                return done
+        if overwrite:
+            # Only now: every check has passed, so a refused run deletes nothing.
+            shutil.rmtree(output_dir / CHECKPOINT_DIRNAME, ignore_errors=True)
+        return _fit(run, config, execution, resume_point, write_bundle)
 
+
+def _launched_worker() -> bool:
+    """True in the extra processes Lightning's DDP launcher starts (they re-run the
+    command with LOCAL_RANK / NODE_RANK set); only the launching process locks."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
+def _completed_run(
+    resume_point: ResumePoint, output_dir: Path, execution: ExecutionConfig
+) -> TrainingResult | None:
+    """The result of a run that already reached ``nepochs`` and whose bundle was written
+    from its last checkpoint; None when that bundle is missing or older (then the bundle
+    is written from the checkpoint without training)."""
+    from ptychopinn_torch.inference import load_model
+
+    bundle_path = output_dir / BUNDLE_FILENAME
+    if not bundle_path.is_file():
+        return None
+    loaded = load_model(bundle_path)
+    if loaded.training_summary.get("epochs_completed") != resume_point.epochs_completed:
+        return None
+    logger.info("training in %s is already complete (%d epochs); bundle left unchanged",
+                output_dir, resume_point.epochs_completed)
+    history = {name: list(values) for name, values in resume_point.history.items()}
+    return TrainingResult(
+        history=history,
+        module=loaded.module,
+        output_dir=output_dir,
+        bundle_path=bundle_path,
+        checkpoint_dir=output_dir / CHECKPOINT_DIRNAME if execution.enable_checkpointing
+        else None,
+        training_time_s=0.0,
+        summary=dict(loaded.training_summary),
+        already_complete=True,
+    )
+
+
+@dataclass
+class _PreparedRun:
+    """Everything built before the output directory is touched."""
+
+    module: PtychoPINNModule
+    datamodule: PtychoDataModule
+    trainer: L.Trainer
+    history: HistoryCallback
+    monitor: str
+    input_scale: float
+    mean_total_counts: float
+
+
+def _prepare(
+    train_data: RawData,
+    test_data: RawData | None,
+    config: TrainingConfig,
+    execution: ExecutionConfig,
+    epoch_callback: EpochCallback | None,
+) -> _PreparedRun:
+    """Groups, data module, module and trainer; raises TrainingSetupError for a monitor
+    that is never logged or a logger whose package is missing (nothing written yet)."""
     if execution.deterministic and config.subsample_seed is None:
         logger.warning("deterministic training with subsample_seed=None: the groups drawn "
                        "and the validation split differ from run to run")
@@ -145,41 +234,53 @@ def train(
         module.logged_metric_names(datamodule.has_validation, train_data.labels is not None),
     )
     module.monitor = module.hparams.monitor = monitor
-
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     history = HistoryCallback(epoch_callback=epoch_callback,
                               log_each_epoch=not execution.enable_progress_bar)
     trainer = build_trainer(config, execution, monitor, history, datamodule.has_validation)
+    return _PreparedRun(module, datamodule, trainer, history, monitor, train_input_scale,
+                        counts)
+
+
+def _fit(
+    run: _PreparedRun,
+    config: TrainingConfig,
+    execution: ExecutionConfig,
+    resume_point: ResumePoint | None,
+    write_bundle: bool,
+) -> TrainingResult:
+    output_dir = Path(config.output_dir)
     checkpoint_dir = output_dir / CHECKPOINT_DIRNAME
     ckpt_path = None
-    if resume and (checkpoint_dir / LAST_CHECKPOINT).exists():
-        ckpt_path = str(checkpoint_dir / LAST_CHECKPOINT)
-        logger.info("resuming from %s", ckpt_path)
+    if resume_point is not None:
+        ckpt_path = str(resume_point.checkpoint)
+        logger.info("resuming from %s (%d epochs done)", ckpt_path,
+                    resume_point.epochs_completed)
 
+    trainer, history, module = run.trainer, run.history, run.module
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=run.datamodule, ckpt_path=ckpt_path)
     elapsed = time.perf_counter() - start
 
+    losses = history.history
     summary = {
         "epochs_completed": trainer.current_epoch,
-        "n_train_groups": len(datamodule.train_set),
-        "n_val_groups": len(datamodule.val_set) if datamodule.has_validation else 0,
-        "final_train_loss": history.history["train_loss"][-1] if history.history["train_loss"] else None,
-        "final_val_loss": history.history["val_loss"][-1] if history.history["val_loss"] else None,
-        "train_loss_history": list(history.history["train_loss"]),
-        "val_loss_history": list(history.history["val_loss"]),
+        "n_train_groups": len(run.datamodule.train_set),
+        "n_val_groups": len(run.datamodule.val_set) if run.datamodule.has_validation else 0,
+        "final_train_loss": losses["train_loss"][-1] if losses["train_loss"] else None,
+        "final_val_loss": losses["val_loss"][-1] if losses["val_loss"] else None,
+        "train_loss_history": list(losses["train_loss"]),
+        "val_loss_history": list(losses["val_loss"]),
         "training_time_s": elapsed,
-        "monitor": monitor,
-        "input_scale": train_input_scale,
-        "mean_total_counts": counts,
+        "monitor": run.monitor,
+        "input_scale": run.input_scale,
+        "mean_total_counts": run.mean_total_counts,
         "torch_version": torch.__version__,
     }
     bundle_path = None
     if write_bundle and trainer.is_global_zero:
         bundle_path = save_model_bundle(module, output_dir / BUNDLE_FILENAME, summary)
     return TrainingResult(
-        history=history.history,
+        history=losses,
         module=module,
         output_dir=output_dir,
         bundle_path=bundle_path,

@@ -14,7 +14,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ptychopinn._io import atomic_output, save_failure
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.errors import InputError
 from ptychopinn_torch.bundle import LAST_CHECKPOINT  # noqa: F401 - re-exported
@@ -119,6 +121,16 @@ class HistoryCallback(Callback):
     def __post_init__(self) -> None:
         super().__init__()
 
+    # Stored in every checkpoint, so that a resumed run reports the losses of all its
+    # epochs, not only those after the restart.
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {name: list(values) for name, values in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("history", {})
+        for name in self.history:
+            self.history[name] = [float(v) for v in saved.get(name, [])]
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Read here: epoch-wise schedulers step before on_train_epoch_end callbacks run.
         self._epoch_lr = float(trainer.optimizers[0].param_groups[0]["lr"])
@@ -144,6 +156,28 @@ class HistoryCallback(Callback):
         if self.epoch_callback is not None and self.epoch_callback(report) is False:
             self.stopped_by_caller = True
             trainer.should_stop = True
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written like bundles (``ptychopinn._io.atomic_output``): a temporary
+    in the checkpoint directory, fsynced and renamed, so a killed or failed save leaves
+    the previous checkpoint intact; a full disk raises :class:`SaveError`.  Read back
+    with ``weights_only=True`` only."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        target = Path(path)
+        try:
+            with atomic_output(target) as tmp:
+                torch.save(checkpoint, tmp)
+        except OSError as exc:
+            raise save_failure(target, exc) from exc
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
 
 
 def _require_package(package: str, logger_kind: str) -> None:
@@ -211,6 +245,10 @@ def build_trainer(
         # last.ckpt is written by its own callback after every epoch: Lightning's
         # save_last only refreshes it when a top-k file is saved in the same epoch, so
         # resuming (or the NaN stop) would otherwise go back to an older epoch.
+        # It is written at the end of each training epoch, after HistoryCallback has
+        # recorded that epoch (Lightning runs checkpoint callbacks last), so the
+        # history it carries is complete; with validation Lightning would otherwise
+        # save it before the epoch's training loss exists.
         callbacks.append(
             ModelCheckpoint(
                 dirpath=checkpoint_dir,
@@ -218,6 +256,7 @@ def build_trainer(
                 monitor=None,
                 save_top_k=1,
                 enable_version_counter=False,
+                save_on_train_epoch_end=True,
             )
         )
         if top_k != 0:
@@ -249,6 +288,7 @@ def build_trainer(
         enable_model_summary=ex.enable_progress_bar,
         logger=_build_logger(ex.logger, output_dir),
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=str(output_dir),
         log_every_n_steps=1,
         num_sanity_val_steps=0,

@@ -628,6 +628,9 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(
     with pytest.raises(NonFiniteLossError, match=r"train loss became (nan|-?inf) at epoch 1") as info:
         train(tiny_raw, None, config, cpu_execution(logger="none"))
     assert "last.ckpt" in str(info.value)
+    # The advice names only a flag that exists, with its value.
+    assert "--learning-rate (now 0.001)" in str(info.value)
+    assert "gradient_clip_val" not in str(info.value)
     last = config.output_dir / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["epoch"] == 0 and ckpt["global_step"] == 1
@@ -683,12 +686,12 @@ def test_resume_continues_from_last_checkpoint(tmp_path, reference_run, tiny_raw
     assert len(first.history["train_loss"]) == 2
     resumed = train(tiny_raw, None, config.replace(nepochs=4), execution, resume=True,
                     write_bundle=False)
-    # Two more epochs, not four from scratch.
-    assert len(resumed.history["train_loss"]) == 2
+    # Two more epochs, not four from scratch; the history covers all four.
     assert resumed.module.trainer.global_step == 4
     assert resumed.summary["epochs_completed"] == 4
+    assert len(resumed.summary["train_loss_history"]) == 4
     np.testing.assert_allclose(resumed.history["train_loss"],
-                               reference.history["train_loss"][2:], rtol=1e-5)
+                               reference.history["train_loss"], rtol=1e-5)
     last = torch.load(config.output_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 3
 
@@ -707,18 +710,18 @@ def test_resume_after_an_interruption(tmp_path, reference_run, tiny_raw):
     last = config.output_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 0
     resumed = train(tiny_raw, None, config, execution, resume=True, write_bundle=False)
-    assert len(resumed.history["train_loss"]) == 3
+    # Epoch 0 comes from the checkpoint, epochs 1-3 from the resumed run.
+    assert len(resumed.history["train_loss"]) == 4
     np.testing.assert_allclose(resumed.history["train_loss"],
-                               reference.history["train_loss"][1:], rtol=1e-5)
+                               reference.history["train_loss"], rtol=1e-5)
 
 
-def test_resume_without_checkpoint_starts_fresh(tmp_path, reference_run, tiny_raw):
-    config, execution, reference = reference_run
-    config = config.replace(output_dir=tmp_path / "fresh", nepochs=1)
-    result = train(tiny_raw, None, config, execution, resume=True, write_bundle=False)
-    assert result.module.trainer.global_step == 1
-    assert result.history["train_loss"][0] == pytest.approx(
-        reference.history["train_loss"][0], rel=1e-6)
+def test_resume_without_checkpoint_is_an_error(tmp_path, reference_run, tiny_raw):
+    config, execution, _ = reference_run
+    config = config.replace(output_dir=tmp_path / "typo", nepochs=1)
+    with pytest.raises(TrainingSetupError, match=r"no checkpoint to resume in .*typo.*last\.ckpt"):
+        train(tiny_raw, None, config, execution, resume=True, write_bundle=False)
+    assert not config.output_dir.exists()
 
 
 def test_load_from_checkpoint_needs_no_other_argument(reference_run, tiny_raw):
