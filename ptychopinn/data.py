@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ptychopinn._io import atomic_output
+from ptychopinn._io import atomic_output, save_failure
 from ptychopinn.errors import InputError, InputWarning
 from ptychopinn.resources import format_bytes, memory_shortfall
 
@@ -465,13 +465,17 @@ class RawData:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the scan to ``path`` (exactly that name) as an uncompressed ``.npz``.
 
-        The write is atomic: a failure leaves any previous file at ``path`` intact.
+        The write is atomic: a failure (disk full: ``SaveError``) leaves any previous
+        file at ``path`` intact.
         """
         self.validate()
         arrays = self.to_arrays()
-        with atomic_output(path) as tmp, open(tmp, "wb") as fh:
-            # A file object stops np.savez from appending ".npz" to the temp name.
-            np.savez(fh, **arrays)
+        try:
+            with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+                # A file object stops np.savez from appending ".npz" to the temp name.
+                np.savez(fh, **arrays)
+        except OSError as exc:
+            raise save_failure(path, exc) from exc
 
 
 def _read_key(path: Path, npz: Any, key: str) -> np.ndarray:

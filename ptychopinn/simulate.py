@@ -47,6 +47,7 @@ __all__ = [
     "required_object_size_px",
     "scale_probe_to_photons",
     "simulate_dataset",
+    "simulation_memory_bytes",
     "simulate_diffraction",
 ]
 
@@ -97,6 +98,48 @@ def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
 def _check_seed(seed: int) -> None:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise SimulationError(f"seed must be a non-negative integer, got {seed!r}")
+
+
+def _check_photons(nphotons: float) -> None:
+    from ptychopinn.data import PHOTONS_PER_PATTERN_RANGE
+
+    low, high = PHOTONS_PER_PATTERN_RANGE
+    if not low <= nphotons <= high:
+        raise SimulationError(
+            f"nphotons={nphotons:g} photons per pattern is outside the range PtychoPINN "
+            f"computes with ({low:g} to {high:g})"
+        )
+
+
+#: Bytes per pattern pixel while simulating: patches (complex64), exit waves and far
+#: fields (complex128, with shift copies), intensities and counts (float64), amplitude.
+SIMULATION_BYTES_PER_PIXEL = 96
+
+
+def simulation_memory_bytes(kind: str, n_positions: int, N: int, step_px: float,
+                            jitter_px: float = 0.0,
+                            object_shape: tuple[int, int] | None = None) -> float:
+    """Estimated peak memory of :func:`simulate_dataset`, bytes, from the sizes alone
+    (nothing is allocated: the scan itself would need 16 bytes per position)."""
+    if kind == "raster":
+        span = math.ceil(math.sqrt(n_positions)) * step_px
+    else:  # Fermat spiral of radius step/sqrt(pi) * sqrt(n)
+        span = 2 * step_px / math.sqrt(math.pi) * math.sqrt(n_positions)
+    h, w = object_shape or (span + N + 2 * (EDGE_MARGIN_PX + jitter_px) + 2,) * 2
+    # extract_patches pads the object to about three times its larger side (complex128).
+    padded_side = 3 * max(h, w) + 2 * N + 6
+    return (float(n_positions) * N * N * SIMULATION_BYTES_PER_PIXEL
+            + 16.0 * padded_side**2 + 64.0 * h * w)
+
+
+def _check_simulation_memory(kind: str, n_positions: int, N: int, step_px: float,
+                             jitter_px: float, object_shape: tuple[int, int] | None) -> None:
+    from ptychopinn.resources import memory_shortfall
+
+    needed = simulation_memory_bytes(kind, n_positions, N, step_px, jitter_px, object_shape)
+    shortfall = memory_shortfall(needed, f"simulating {n_positions} patterns of {N}x{N} px")
+    if shortfall is not None:
+        raise SimulationError(f"{shortfall}; simulate fewer positions (n_positions)")
 
 
 def _as_shape(size_px: int | tuple[int, int]) -> tuple[int, int]:
@@ -583,7 +626,10 @@ def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture",
     if not np.isfinite(jitter_px) or jitter_px < 0:
         raise SimulationError(f"jitter_px must be >= 0, got {jitter_px!r}")
     _check_positive("nphotons", nphotons)
+    _check_photons(nphotons)
     _check_seed(seed)
+    _check_simulation_memory(scan_kind, n_positions, N, step_px, jitter_px,
+                             None if object_size_px is None else _as_shape(object_size_px))
     if object_size_px is None:
         shape = required_object_size_px(scan_kind, n_positions, N, step_px, jitter_px)
     else:

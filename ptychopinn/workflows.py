@@ -45,13 +45,15 @@ def train_cdi_model_with_backend(
     execution_config: ExecutionConfig | None = None,
     epoch_callback: Any = None,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> Any:
     """Train with ``config.backend``; returns the backend's TrainingResult (history,
     module, output paths). ``epoch_callback(report)`` returning False stops training;
-    ``resume`` continues from the output directory's last checkpoint."""
+    ``resume`` continues from the output directory's last checkpoint; ``overwrite``
+    replaces an earlier run in it."""
     train = _backend(config.backend, "train")
     return train.train(train_data, test_data, config, execution_config,
-                       epoch_callback=epoch_callback, resume=resume)
+                       epoch_callback=epoch_callback, resume=resume, overwrite=overwrite)
 
 
 def accelerator_problem_with_backend(accelerator: str, backend: str = "pytorch") -> str | None:

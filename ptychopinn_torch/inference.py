@@ -25,7 +25,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, TrainingConfig
+from ptychopinn._io import (
+    atomic_output,
+    atomic_write_text,
+    check_output_dir,
+    output_dir_lock,
+    save_failure,
+)
+from ptychopinn.config import (
+    ConfigError,
+    ExecutionConfig,
+    InferenceConfig,
+    ModelConfig,
+    TrainingConfig,
+)
 from ptychopinn.data import DataContractError, RawData
 from ptychopinn.grouping import find_groups, input_scale
 from ptychopinn_torch.bundle import (
@@ -36,6 +49,7 @@ from ptychopinn_torch.bundle import (
 )
 from ptychopinn_torch.devices import select_device
 from ptychopinn_torch.module import PtychoPINNModule
+from ptychopinn_torch.preflight import check_inference_resources, check_model_memory, check_scan
 from ptychopinn_torch.stitching import Stitcher
 from ptychopinn_torch.trainer import CHECKPOINT_DIRNAME, LAST_CHECKPOINT
 
@@ -84,20 +98,44 @@ class Reconstruction:
         return np.angle(self.object)
 
 
-def _module_from_hparams(hp: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> PtychoPINNModule:
+def _module_from_hparams(
+    hp: dict[str, Any], state_dict: dict[str, torch.Tensor], source: Path | str = "model"
+) -> PtychoPINNModule:
+    """The module a bundle's or checkpoint's configs describe, with its weights; configs
+    that are invalid or do not fit the weights are a BundleError naming the file."""
+    try:
+        model_config = ModelConfig.from_dict(hp["model_config"])
+        TrainingConfig.from_dict(hp["training_config"])
+        ExecutionConfig.from_dict(hp["execution_config"])
+        intensity_scale, input_scale = float(hp["intensity_scale"]), float(hp["input_scale"])
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise BundleError(
+            f"{source}: the model's configs are invalid ({exc}); it was edited or written by "
+            "another program. Use the bundle training wrote, or train again"
+        ) from None
+    check_model_memory(model_config, f"{source}: building its network")
     module = PtychoPINNModule(
         model_config=hp["model_config"],
         training_config=hp["training_config"],
         execution_config=hp["execution_config"],
-        intensity_scale=float(hp["intensity_scale"]),
-        input_scale=float(hp["input_scale"]),
+        intensity_scale=intensity_scale,
+        input_scale=input_scale,
         monitor=str(hp.get("monitor", "train_loss")),
     )
-    missing, unexpected = module.load_state_dict(state_dict, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(state_dict, strict=False)
+    except RuntimeError as exc:  # a tensor whose shape differs from the configs'
+        detail = next((line.strip() for line in str(exc).splitlines()
+                       if "size mismatch" in line), str(exc).splitlines()[0])
+        raise BundleError(
+            f"{source}: its weights do not fit the architecture its configs describe "
+            f"(N={model_config.N}, gridsize={model_config.gridsize}, n_filters_scale="
+            f"{model_config.n_filters_scale}): {detail}"
+        ) from None
     if missing or unexpected:
         raise BundleError(
-            f"model weights do not match the architecture: missing {sorted(missing)}, "
-            f"unexpected {sorted(unexpected)}"
+            f"{source}: model weights do not match the architecture: missing "
+            f"{sorted(missing)}, unexpected {sorted(unexpected)}"
         )
     module.eval()
     return module
@@ -128,7 +166,13 @@ def load_model(path: str | Path) -> LoadedModel:
         summary: dict[str, Any] = {}
     else:
         contents = read_bundle(source)
+        for section in ("training", "execution"):
+            if not isinstance(contents.configs.get(section), dict):
+                raise BundleError(f"{source}: bundle is incomplete, missing part: "
+                                  f"configs.{section}")
         scales = contents.configs.get("scales", {})
+        if not isinstance(scales, dict):
+            raise BundleError(f"{source}: configs.scales must be a JSON object")
         hp = {
             "model_config": contents.configs["model"],
             "training_config": contents.configs["training"],
@@ -143,7 +187,7 @@ def load_model(path: str | Path) -> LoadedModel:
                 "input_scale"):
         if key not in hp:
             raise BundleError(f"{source} lacks {key!r}; it was not written by PtychoPINN")
-    module = _module_from_hparams(hp, state_dict)
+    module = _module_from_hparams(hp, state_dict, source)
     return LoadedModel(
         module=module,
         model_config=module.model_config,
@@ -168,17 +212,8 @@ def loaded_model_from_training(result: Any) -> LoadedModel:
 
 
 def check_inference_inputs(model: LoadedModel, data: RawData) -> None:
-    """Errors that must come before any prediction."""
-    if data.N != model.N:
-        raise DataContractError(
-            f"the data has {data.N}x{data.N} patterns but the model was trained with "
-            f"N={model.N}"
-        )
-    if data.n_positions < model.model_config.C:
-        raise DataContractError(
-            f"the scan has {data.n_positions} positions; a group needs gridsize**2 = "
-            f"{model.model_config.C}"
-        )
+    """Errors that must come before any prediction (``preflight.check_scan``)."""
+    check_scan(data, model.model_config, "test", training=False)
 
 
 class _GroupStream(torch.utils.data.Dataset):
@@ -223,6 +258,22 @@ def reconstruct(
     cfg = inference_config or InferenceConfig()
     ex = execution_config or ExecutionConfig(accelerator="auto")
     check_inference_inputs(model, data)
+    check_inference_resources(model.model_config, data, cfg, ex, _batch_groups(model, ex))
+    return _reconstruct_checked(model, data, cfg, ex, progress_callback)
+
+
+def _batch_groups(model: LoadedModel, execution: ExecutionConfig) -> int:
+    return execution.inference_batch_size or model.training_config.batch_size
+
+
+@torch.inference_mode()
+def _reconstruct_checked(
+    model: LoadedModel,
+    data: RawData,
+    cfg: InferenceConfig,
+    ex: ExecutionConfig,
+    progress_callback: ProgressCallback | None,
+) -> Reconstruction:
     tc = model.training_config
     gridsize = model.model_config.gridsize
     indices, _ = find_groups(
@@ -238,7 +289,7 @@ def reconstruct(
     scale = np.float32(input_scale(data.diffraction))
     device = select_device(ex.accelerator)
     module = model.module.to(device).eval()
-    batch_size = ex.inference_batch_size or tc.batch_size
+    batch_size = _batch_groups(model, ex)
     stitcher = Stitcher(
         N=model.N,
         positions_px_all=positions[np.unique(indices)],
@@ -297,18 +348,33 @@ def compute_metrics(recon: Reconstruction, object_guess: np.ndarray) -> dict[str
     """ptychopinn.metrics of the reconstruction against the known object, over the
     scanned region: the covered pixels inside the object (uncovered pixels of the canvas
     hold no reconstruction and are not compared). None if that region is too small."""
+    return metrics_or_reason(recon, object_guess)[0]
+
+
+def metrics_or_reason(
+    recon: Reconstruction, object_guess: np.ndarray
+) -> tuple[dict[str, Any] | None, str | None]:
+    """``(metrics, None)``, or ``(None, why they cannot be computed)``."""
     from ptychopinn.metrics import SSIM_RADIUS_PX, evaluate_reconstruction
 
     found = truth_region(recon, object_guess)
+    height, width = object_guess.shape
     if found is None:
-        return None
+        return None, (
+            f"the reconstruction (origin x={recon.origin_px[0]:g}, y={recon.origin_px[1]:g}, "
+            f"{recon.object.shape[0]} x {recon.object.shape[1]} px) does not overlap "
+            f"objectGuess ({height} x {width} px); check the scan positions"
+        )
     truth, mask = found
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     minimum = 2 * SSIM_RADIUS_PX + 1
     if rows.size == 0 or rows[-1] - rows[0] + 1 < minimum or cols[-1] - cols[0] + 1 < minimum:
-        return None
-    return evaluate_reconstruction(recon.object, truth, region=mask)
+        return None, (
+            f"the reconstructed region inside objectGuess is smaller than the {minimum} x "
+            f"{minimum} px that SSIM needs"
+        )
+    return evaluate_reconstruction(recon.object, truth, region=mask), None
 
 
 def save_image_png(
@@ -320,8 +386,6 @@ def save_image_png(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from ptychopinn._io import atomic_output
 
     H, W = image.shape
     x0, y0 = origin_px
@@ -346,15 +410,44 @@ def write_outputs(
     object_guess: np.ndarray | None = None,
 ) -> dict[str, Path]:
     """reconstructed_amplitude.png, reconstructed_phase.png, reconstruction.npz and,
-    with a known object, metrics.json in ``output_dir``."""
-    from ptychopinn._io import atomic_output, atomic_write_text
+    with a known object, metrics.json in ``output_dir``.
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+    Each file is written atomically; a failed write (disk full) raises ``SaveError`` and
+    leaves earlier files intact.  When metrics cannot be computed the reason is logged
+    and an earlier metrics.json (which would describe another reconstruction) removed.
+    """
     paths = {
         "amplitude_png": output_dir / "reconstructed_amplitude.png",
         "phase_png": output_dir / "reconstructed_phase.png",
         "npz": output_dir / "reconstruction.npz",
     }
+    metrics_path = output_dir / "metrics.json"
+    metrics, reason = (None, "the test data has no objectGuess (ground truth)")
+    if object_guess is not None:
+        metrics, reason = metrics_or_reason(recon, object_guess)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _write_images_and_npz(recon, paths, configs)
+        if metrics is not None:
+            paths["metrics"] = metrics_path
+            # Strict JSON: a perfect match's infinite PSNR is written as null.
+            finite = {k: (v if not isinstance(v, float) or np.isfinite(v) else None)
+                      for k, v in metrics.items()}
+            atomic_write_text(metrics_path,
+                              json.dumps(finite, indent=2, sort_keys=True, allow_nan=False))
+        else:
+            metrics_path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise save_failure(exc.filename or output_dir, exc) from exc
+    if metrics is None:
+        log = logger.info if object_guess is None else logger.warning
+        log("no metrics.json: %s", reason)
+    return paths
+
+
+def _write_images_and_npz(
+    recon: Reconstruction, paths: dict[str, Path], configs: dict[str, Any]
+) -> None:
     shown = np.where(recon.coverage, recon.object, np.nan + 0j)
     save_image_png(paths["amplitude_png"], np.abs(shown), "Reconstructed amplitude",
                    "amplitude (transmission)", recon.origin_px, "gray")
@@ -368,16 +461,6 @@ def write_outputs(
             coverage=recon.coverage,
             configs_json=np.asarray(json.dumps(configs, sort_keys=True)),
         )
-    if object_guess is not None:
-        metrics = compute_metrics(recon, object_guess)
-        if metrics is not None:
-            paths["metrics"] = output_dir / "metrics.json"
-            # Strict JSON: a perfect match's infinite PSNR is written as null.
-            finite = {k: (v if not isinstance(v, float) or np.isfinite(v) else None)
-                      for k, v in metrics.items()}
-            atomic_write_text(paths["metrics"],
-                              json.dumps(finite, indent=2, sort_keys=True, allow_nan=False))
-    return paths
 
 
 def run_inference(
@@ -386,7 +469,10 @@ def run_inference(
     data: RawData | None = None,
     model: LoadedModel | None = None,
 ) -> tuple[Reconstruction, dict[str, Path]]:
-    """Load the model and data named in ``inference_config``, reconstruct, write outputs."""
+    """Load the model and data named in ``inference_config``, reconstruct, write outputs.
+
+    Data, memory and the output directory are checked (``InputError``) before the
+    output directory is locked against a second run and anything is written."""
     if model is None:
         if inference_config.model_path is None:
             raise BundleError("InferenceConfig.model_path is not set")
@@ -396,7 +482,11 @@ def run_inference(
             raise DataContractError("InferenceConfig.test_data_file is not set")
         data = RawData.from_file(inference_config.test_data_file)
     ex = execution_config or ExecutionConfig()
-    recon = reconstruct(model, data, inference_config, ex)
+    output_dir = Path(inference_config.output_dir)
+    check_output_dir(output_dir)
+    check_inference_inputs(model, data)
+    check_inference_resources(model.model_config, data, inference_config, ex,
+                              _batch_groups(model, ex))
     configs = {
         "model": model.model_config.to_dict(),
         "training": model.training_config.to_dict(),
@@ -404,5 +494,7 @@ def run_inference(
         "execution": ex.to_dict(),
         "model_source": str(model.source_path),
     }
-    paths = write_outputs(recon, Path(inference_config.output_dir), configs, data.object_guess)
+    with output_dir_lock(output_dir, "inference"):
+        recon = _reconstruct_checked(model, data, inference_config, ex, None)
+        paths = write_outputs(recon, output_dir, configs, data.object_guess)
     return recon, paths

@@ -36,6 +36,7 @@ __all__ = [
     "ResourceError",
     "ResumePoint",
     "check_inference_resources",
+    "check_model_memory",
     "check_scan",
     "check_training_resources",
     "find_resume_point",
@@ -95,12 +96,26 @@ def _device_free_bytes(accelerator: str) -> tuple[int, str]:
     return available_memory_bytes(), "CPU"
 
 
-def _network_bytes(model: ModelConfig, batch_groups: int) -> tuple[int, int]:
-    """``(parameters, activation bytes of one forward pass)`` of the generator, measured
-    on the meta device (shapes only, nothing allocated)."""
+def _meta_generator(model: ModelConfig) -> tuple[torch.nn.Module, int]:
+    """The generator built on the meta device (shapes only, nothing allocated) and its
+    number of parameters."""
     with torch.device("meta"):
         generator = Generator(model)
-    n_parameters = sum(p.numel() for p in generator.parameters())
+    return generator, sum(p.numel() for p in generator.parameters())
+
+
+def check_model_memory(model: ModelConfig, what: str) -> None:
+    """Refuse to build a network whose float32 weights alone exceed the free memory."""
+    _, n_parameters = _meta_generator(model)
+    shortfall = memory_shortfall(n_parameters * 4, f"{what} ({n_parameters:,} parameters)")
+    if shortfall is not None:
+        raise ResourceError(f"{shortfall}; n_filters_scale={model.n_filters_scale} is too large")
+
+
+def _network_bytes(model: ModelConfig, batch_groups: int) -> tuple[int, int]:
+    """``(parameters, activation bytes of one forward pass)`` of the generator, measured
+    on the meta device."""
+    generator, n_parameters = _meta_generator(model)
     if n_parameters * _TRAIN_BYTES_PER_PARAMETER > available_memory_bytes() * 64:
         return n_parameters, 0  # hopeless already; do not trace a forward pass
     sizes: list[int] = []

@@ -11,6 +11,7 @@ import pytest
 
 from ptychopinn._io import atomic_output, atomic_write_bytes, atomic_write_text
 from ptychopinn.data import DataContractError, RawData, counts_to_amplitude
+from ptychopinn.errors import SaveError
 
 N = 8
 NPOS = 12
@@ -478,7 +479,7 @@ def test_save_failure_keeps_old_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "savez", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(SaveError, match="could not write .*scan.npz: disk full"):
         raw.subset([0, 1]).save(path)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["scan.npz"]

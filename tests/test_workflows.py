@@ -123,7 +123,7 @@ def test_run_without_stitching_trains_only(monkeypatch):
     seen = {}
 
     def fake_train(train_data, test_data, config, execution_config, epoch_callback=None,
-                   resume=False):
+                   resume=False, overwrite=False):
         seen["args"] = (train_data, test_data, config, execution_config, epoch_callback)
         return SimpleNamespace(history={"train_loss": [1.0]}, bundle_path=Path("b.zip"))
 
@@ -155,7 +155,7 @@ def test_train_forwards_the_epoch_callback(monkeypatch):
     config = TrainingConfig()
     assert workflows.train_cdi_model_with_backend("a", None, config, CPU, callback) == "R"
     assert seen["args"] == ("a", None, config, CPU)
-    assert seen["kwargs"] == {"epoch_callback": callback, "resume": False}
+    assert seen["kwargs"] == {"epoch_callback": callback, "resume": False, "overwrite": False}
 
 
 def test_reconstruct_forwards_configs_and_progress(monkeypatch):

@@ -5,19 +5,107 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import signal
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NoReturn
 
+from ptychopinn._io import check_output_dir, existing_outputs
 from ptychopinn.config import ACCELERATORS, ConfigError
+from ptychopinn.errors import InputError, InputWarning, RuntimeFault
+
+# argparse takes "-1e-3" for a flag (its own pattern knows only -1 and -1.5), so a
+# negative value never reached the range check that explains it.
+_NEGATIVE_NUMBER = re.compile(
+    r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE
+)
 
 
 class CliArgumentParser(argparse.ArgumentParser):
-    """argparse that exits 2 with one clear line for any invalid value."""
+    """argparse that exits 2 with one clear line for any invalid value, and that reads
+    negative-looking numbers (``-1e-3``) as values, so range checks can speak."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def run_reporting_errors(parser: argparse.ArgumentParser, work: Callable[[], Any]) -> Any:
+    """Run ``work``; an :class:`~ptychopinn.errors.InputError` exits 2 and a
+    :class:`~ptychopinn.errors.RuntimeFault` exits 1, each with one line on stderr
+    (``<prog>: error: <message>``) and no traceback."""
+    try:
+        return work()
+    except InputError as exc:
+        error_naming_flag(parser, _one_line(exc))
+    except RuntimeFault as exc:
+        parser.exit(1, f"{parser.prog}: error: {_one_line(exc)}\n")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+@contextmanager
+def command_line_process(prog: str) -> Iterator[None]:
+    """Settings every command line needs while it runs (restored afterwards, so calling
+    ``main`` from Python leaves the caller's warning settings alone): deprecation
+    warnings shown, every warning printed as one line ``<prog>: warning: ...`` (once per
+    message), and a file-size limit reported as an error (SIGXFSZ would otherwise kill
+    the process)."""
+
+    def one_line(message: Warning | str, category: type[Warning], filename: str,
+                 lineno: int, line: str | None = None) -> str:
+        return f"{prog}: warning: {_one_line(Warning(message))}\n"
+
+    saved_format = warnings.formatwarning
+    with warnings.catch_warnings():
+        show_deprecation_warnings()
+        warnings.simplefilter("default", InputWarning)
+        warnings.formatwarning = one_line
+        if hasattr(signal, "SIGXFSZ"):
+            try:
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            except ValueError:  # not the main thread: leave the signal as it is
+                pass
+        try:
+            yield
+        finally:
+            warnings.formatwarning = saved_format
+
+
+def check_input_file(parser: argparse.ArgumentParser, flag: str, path: Path | None) -> None:
+    """Exit 2 unless ``path`` (when given) is an existing regular file."""
+    if path is None or path.is_file():
+        return
+    if path.is_dir():
+        parser.error(f"{flag} {path} is a directory, not a data file; give the path of an "
+                     ".npz file")
+    parser.error(f"{flag} {path}: no such file")
+
+
+def check_fresh_output_dir(
+    parser: argparse.ArgumentParser, flag: str, path: Path, *, overwrite: bool,
+    resume: bool | None = None,
+) -> None:
+    """Exit 2 unless ``path`` can be written and holds no earlier outputs, or the user
+    chose what happens to them (``--overwrite``, or ``--resume`` where it exists)."""
+    run_reporting_errors(parser, lambda: check_output_dir(path, flag))
+    if overwrite or resume:
+        return
+    entries = existing_outputs(path)
+    if entries:
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        choices = ("--resume to continue that training, --overwrite to replace it"
+                   if resume is not None else "--overwrite to replace them")
+        parser.error(f"{flag} {path} already holds earlier outputs ({shown}); pass "
+                     f"{choices}, or choose another {flag}")
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:

@@ -16,14 +16,16 @@ from ptychopinn.cli.common import (
     CliArgumentParser,
     add_execution_flags,
     build_or_exit,
+    check_fresh_output_dir,
+    check_input_file,
+    command_line_process,
     configure_console_logging,
     positive_int,
     resolve_accelerator,
-    show_deprecation_warnings,
+    run_reporting_errors,
 )
 from ptychopinn.config import ExecutionConfig, InferenceConfig
 from ptychopinn.data import RawData
-from ptychopinn.errors import InputError
 
 PROG = "ptychopinn infer"
 
@@ -41,7 +43,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="NPZ scan to reconstruct (required).")
     p.add_argument("--output_dir", type=Path, required=True,
                    help="Directory for the images, reconstruction.npz and metrics.json "
-                        "(required).")
+                        "(required; one that holds earlier outputs needs --overwrite).")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Write into an --output_dir that holds earlier outputs, replacing "
+                        "them (an earlier metrics.json is removed when no metrics can be "
+                        "computed).")
     p.add_argument("--n_images", type=positive_int, default=None,
                    help="Number of groups to reconstruct (default: one per scan position, "
                         "i.e. the whole scan).")
@@ -84,8 +90,17 @@ def configs_from_args(args: argparse.Namespace) -> tuple[InferenceConfig, Execut
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    """Command-line entry point; returns the process exit code."""
-    show_deprecation_warnings()
+    """Command-line entry point; returns the process exit code.
+
+    Order (specs/errors.md): flags and configs, accelerator, input files, output
+    directory (writable; earlier outputs only with --overwrite), model, data; then the
+    workflow checks data against the model and memory before anything is written.
+    """
+    with command_line_process(prog):
+        return _run(argv, prog)
+
+
+def _run(argv: list[str] | None, prog: str) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     configure_console_logging(args.quiet)
@@ -96,15 +111,14 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                                                          inference.backend)
     if problem is not None:
         parser.error(f"argument --accelerator: {problem}")
-    if not args.test_data.is_file():
-        parser.error(f"--test_data {args.test_data}: no such file")
-    try:
-        model = workflows.load_inference_bundle_with_backend(args.model_path, inference.backend)
-        data = RawData.from_file(args.test_data)
-        _, paths = workflows.run_inference_with_backend(inference, execution, data=data,
-                                                        model=model)
-    except InputError as exc:
-        parser.error(str(exc))
+    check_input_file(parser, "--test_data", args.test_data)
+    check_fresh_output_dir(parser, "--output_dir", args.output_dir, overwrite=args.overwrite)
+    model = run_reporting_errors(
+        parser, lambda: workflows.load_inference_bundle_with_backend(args.model_path,
+                                                                     inference.backend))
+    data = run_reporting_errors(parser, lambda: RawData.from_file(args.test_data))
+    _, paths = run_reporting_errors(parser, lambda: workflows.run_inference_with_backend(
+        inference, execution, data=data, model=model))
     if not args.quiet:
         for name, path in paths.items():
             print(f"{name}: {path}")

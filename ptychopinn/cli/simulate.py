@@ -12,7 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ptychopinn.cli.common import CliArgumentParser
+from ptychopinn._io import check_output_file
+from ptychopinn.cli.common import (
+    CliArgumentParser,
+    command_line_process,
+    run_reporting_errors,
+)
+from ptychopinn.data import PHOTONS_PER_PATTERN_RANGE
 from ptychopinn.simulate import OBJECT_KINDS, PROBE_KINDS, SCAN_KINDS, SUPPORTED_N, simulate_dataset
 
 PROG = "ptychopinn simulate"
@@ -42,7 +48,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
-    """CLI entry point: simulate, write the NPZ atomically, print its path."""
+    """CLI entry point: simulate, write the NPZ atomically, print its path.  Every flag,
+    the photon range, the memory the scan needs and the output location are checked
+    before anything is simulated."""
+    with command_line_process(prog):
+        return _run(argv, prog)
+
+
+def _run(argv: Sequence[str] | None, prog: str) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.n_positions < 1:
@@ -51,23 +64,24 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         parser.error(f"--step-px must be a finite number > 0, got {args.step_px}")
     if not (math.isfinite(args.jitter_px) and args.jitter_px >= 0):
         parser.error(f"--jitter-px must be a finite number >= 0, got {args.jitter_px}")
-    if not (math.isfinite(args.nphotons) and args.nphotons > 0):
-        parser.error(f"--nphotons must be a finite number > 0, got {args.nphotons}")
+    low, high = PHOTONS_PER_PATTERN_RANGE
+    if not (math.isfinite(args.nphotons) and low <= args.nphotons <= high):
+        parser.error(f"--nphotons must be a finite number in [{low:g}, {high:g}] photons per "
+                     f"pattern, got {args.nphotons:g}")
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")
     output: Path = args.output
     if output.suffix != ".npz":
         parser.error(f"--output must end in .npz, got {str(output)!r}")
-    if not output.parent.is_dir():
+    if not output.parent.is_dir() and not output.parent.exists():
         parser.error(f"--output directory does not exist: {str(output.parent)!r}")
-    if output.is_dir():
-        parser.error(f"--output is a directory: {str(output)!r}")
+    run_reporting_errors(parser, lambda: check_output_file(output, "--output"))
 
-    raw = simulate_dataset(object_kind=args.object, probe_kind=args.probe, N=args.N,
-                           n_positions=args.n_positions, scan_kind=args.scan,
-                           step_px=args.step_px, jitter_px=args.jitter_px,
-                           nphotons=args.nphotons, seed=args.seed)
-    raw.save(output)  # atomic (ptychopinn._io.atomic_output)
+    raw = run_reporting_errors(parser, lambda: simulate_dataset(
+        object_kind=args.object, probe_kind=args.probe, N=args.N,
+        n_positions=args.n_positions, scan_kind=args.scan, step_px=args.step_px,
+        jitter_px=args.jitter_px, nphotons=args.nphotons, seed=args.seed))
+    run_reporting_errors(parser, lambda: raw.save(output))  # atomic; SaveError if disk full
     if not args.quiet:
         counts = (raw.diffraction.astype(np.float64) ** 2).sum(axis=(1, 2)).mean()
         print(f"simulated {args.n_positions} patterns, N={args.N}, object "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from ptychopinn import workflows
@@ -17,16 +18,17 @@ from ptychopinn.cli.common import (
     CliArgumentParser,
     add_execution_flags,
     build_or_exit,
+    check_fresh_output_dir,
+    check_input_file,
+    command_line_process,
     configure_console_logging,
-    error_naming_flag,
     positive_float,
     positive_int,
     resolve_accelerator,
-    show_deprecation_warnings,
+    run_reporting_errors,
 )
-from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
-from ptychopinn.data import DataContractError, RawData
-from ptychopinn.errors import InputError, RuntimeFault
+from ptychopinn.config import SUPPORTED_N, ExecutionConfig, ModelConfig, TrainingConfig
+from ptychopinn.data import RawData
 
 PROG = "ptychopinn train"
 
@@ -112,7 +114,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="DEPRECATED: use --logger none (and --quiet).")
     p.add_argument("--seed", type=int, default=42, help="Random seed (default: 42).")
     p.add_argument("--resume", action="store_true",
-                   help="Continue from <output_dir>/checkpoints/last.ckpt if present.")
+                   help="Continue the training in --output_dir from its "
+                        "checkpoints/last.ckpt (an error if there is none, or if it was "
+                        "trained with other architecture flags; a finished run is left "
+                        "as it is).")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Train into an --output_dir that holds an earlier run: its "
+                        "checkpoints are deleted once every check has passed, its bundle "
+                        "replaced when the new one is written. Without --overwrite or "
+                        "--resume such a directory is refused.")
     return p
 
 
@@ -120,13 +130,7 @@ def configs_from_args(
     args: argparse.Namespace, N: int
 ) -> tuple[TrainingConfig, ExecutionConfig]:
     """The configs a parsed command line describes (ConfigError on invalid values)."""
-    logger_kind = args.logger
-    if args.disable_mlflow:
-        import warnings
-
-        warnings.warn("--disable_mlflow is deprecated; use --logger none (and --quiet).",
-                      DeprecationWarning, stacklevel=2)
-        logger_kind = "none"
+    logger_kind = "none" if args.disable_mlflow else args.logger
     devices: int | str = args.devices if args.devices == "auto" else _int_or_text(args.devices)
     model = ModelConfig(N=N, gridsize=args.gridsize, model_type=args.model_type,
                         generator=args.generator, n_filters_scale=args.n_filters_scale)
@@ -171,38 +175,59 @@ def _int_or_text(text: str) -> int | str:
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    """Command-line entry point; returns the process exit code."""
-    show_deprecation_warnings()
+    """Command-line entry point; returns the process exit code.
+
+    Order (specs/errors.md): flags and configs, accelerator, input files, data contract,
+    pattern size, output directory (writable; earlier outputs only with --resume or
+    --overwrite); then the workflow checks data, memory, resume point and the lock
+    before training starts.
+    """
+    with command_line_process(prog):
+        return _run(argv, prog)
+
+
+def _run(argv: list[str] | None, prog: str) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     configure_console_logging(args.quiet)
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in --output_dir and --overwrite replaces "
+                     "it; give one of them")
+    if args.disable_mlflow:  # warned here, once (the configs are built twice)
+        warnings.warn("--disable_mlflow is deprecated; use --logger none (and --quiet).",
+                      DeprecationWarning, stacklevel=1)
     # Validate every flag before touching the data (N is checked once it is known).
     pre_training, pre_execution = build_or_exit(
-        parser, lambda: configs_from_args(args, N=args.N or 64))
+        parser, lambda: configs_from_args(args, N=args.N or SUPPORTED_N[0]))
     problem = workflows.accelerator_problem_with_backend(pre_execution.accelerator,
                                                          pre_training.backend)
     if problem is not None:
         parser.error(f"argument --accelerator: {problem}")
-    for flag, path in (("--train_data_file", args.train_data_file),
-                       ("--test_data_file", args.test_data_file)):
-        if path is not None and not path.is_file():
-            parser.error(f"{flag} {path}: no such file")
-    try:
-        train_data = RawData.from_file(args.train_data_file)
-        test_data = RawData.from_file(args.test_data_file) if args.test_data_file else None
-    except DataContractError as exc:
-        parser.error(str(exc))
+    check_input_file(parser, "--train_data_file", args.train_data_file)
+    check_input_file(parser, "--test_data_file", args.test_data_file)
+    train_data, test_data = run_reporting_errors(parser, lambda: (
+        RawData.from_file(args.train_data_file),
+        RawData.from_file(args.test_data_file) if args.test_data_file else None,
+    ))
+    if args.N is None and train_data.N not in SUPPORTED_N:
+        parser.error(
+            f"--train_data_file {args.train_data_file} has {train_data.N}x{train_data.N} "
+            f"patterns; PtychoPINN supports {', '.join(map(str, SUPPORTED_N))} px patterns: "
+            "crop or resample the patterns and the probe to one of these sizes"
+        )
     training, execution = build_or_exit(
         parser, lambda: configs_from_args(args, N=args.N or train_data.N)
     )
-    try:
-        result = workflows.train_cdi_model_with_backend(train_data, test_data, training,
-                                                        execution, resume=args.resume)
-    except InputError as exc:
-        error_naming_flag(parser, str(exc))
-    except RuntimeFault as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    check_fresh_output_dir(parser, "--output_dir", args.output_dir,
+                           overwrite=args.overwrite, resume=args.resume)
+    result = run_reporting_errors(parser, lambda: workflows.train_cdi_model_with_backend(
+        train_data, test_data, training, execution, resume=args.resume,
+        overwrite=args.overwrite))
+    if result.already_complete:
+        print(f"{prog}: training in {args.output_dir} is already complete "
+              f"({result.summary.get('epochs_completed')} of --max_epochs "
+              f"{args.max_epochs}); the bundle was left unchanged. Resume with a larger "
+              "--max_epochs to train further", file=sys.stderr)
     if result.bundle_path is not None:
         print(f"bundle_path: {result.bundle_path}")
         print(f"bundle_sha256: {file_sha256(result.bundle_path)}")
