@@ -436,8 +436,10 @@ class RawData:
         try:
             loaded = np.load(p, allow_pickle=False)
         except _READ_ERRORS as exc:
+            # It starts like a zip archive (checked above): its end is missing or damaged.
             raise DataContractError(
-                f"{p}: not a readable .npz archive ({type(exc).__name__}: {exc})"
+                f"{p}: not a readable .npz archive, the file is truncated or corrupt "
+                f"({type(exc).__name__}: {exc})"
             ) from exc
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise DataContractError(
@@ -609,6 +611,8 @@ def check_photon_scale(photons_per_pattern: float, what: str, fix: str) -> None:
     """Raise :class:`DataContractError` when ``photons_per_pattern`` lies outside
     :data:`PHOTONS_PER_PATTERN_RANGE`; ``what`` names the source, ``fix`` the remedy."""
     low, high = PHOTONS_PER_PATTERN_RANGE
+    if photons_per_pattern == 0:
+        raise DataContractError(f"{what} is 0: the diffraction holds no photons at all")
     if not (math.isfinite(photons_per_pattern) and low <= photons_per_pattern <= high):
         raise DataContractError(
             f"{what} is {photons_per_pattern:.3g} photons per pattern, outside the range "
@@ -628,7 +632,8 @@ def counts_suspicion(diffraction: np.ndarray) -> str | None:
     step = max(1, flat.size // _COUNTS_SAMPLE)
     sample = flat[::step].astype(np.float64)
     sample = sample[np.isfinite(sample)]
-    if sample.size == 0 or not np.all(sample == np.round(sample)):
+    # Above 2**24 every float32 is a whole number: wholeness says nothing there.
+    if sample.size == 0 or sample.max() >= 2**24 or not np.all(sample == np.round(sample)):
         return None
     nonzero = sample[sample > 0]
     if nonzero.size == 0:

@@ -307,15 +307,28 @@ def _unpickler_detail(exc: Exception) -> str:
         if first:
             return first
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # torch >= 2.6 words a refused global "Trying to load unsupported GLOBAL x.y ..."
+    blocked = next((line for line in lines if "unsupported GLOBAL" in line), None)
+    if blocked is not None:
+        return blocked.removeprefix("Trying to load ").split(" whose module", 1)[0]
     if lines and "weights_only" not in lines[0]:
         return f"{type(exc).__name__}: {lines[0]}"
     return type(exc).__name__
+
+
+# torch.save writes a zip archive (since torch 1.6) or, legacy, a pickle (protocol >= 2)
+_TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
 
 
 def _safe_torch_load(
     data: bytes | Path, what: str, extra_safe_globals: Iterable[Any] = (), advice: str = ""
 ) -> Any:
     source = io.BytesIO(data) if isinstance(data, bytes) else data
+    head = data[:4] if isinstance(data, bytes) else _file_head(data)
+    if not head.startswith(_TORCH_FILE_STARTS):
+        raise BundleError(
+            f"{what} is not a file written by torch.save (it starts with {head!r}){advice}"
+        )
     extra = list(extra_safe_globals)
     try:
         if extra:
@@ -329,6 +342,14 @@ def _safe_torch_load(
             f"{what} is not a plain tensor file and was refused without unpickling "
             f"arbitrary objects ({_unpickler_detail(exc)}){advice}"
         ) from exc
+
+
+def _file_head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4)
+    except OSError as exc:
+        raise BundleError(f"{path} cannot be read ({exc.strerror or exc})") from exc
 
 
 def read_bundle(path: str | os.PathLike[str]) -> BundleContents:
@@ -484,20 +505,25 @@ def read_lightning_checkpoint(
 
 
 def load_lightning_checkpoint(
-    path: str | os.PathLike[str], *, extra_safe_globals: Iterable[Any] = ()
+    path: str | os.PathLike[str],
+    *,
+    extra_safe_globals: Iterable[Any] = (),
+    advice: str | None = None,
 ) -> dict[str, Any]:
     """The whole checkpoint dict (epoch, loop and callback states too), loaded and
-    checked like :func:`read_lightning_checkpoint`."""
+    checked like :func:`read_lightning_checkpoint`; ``advice`` replaces the sentence
+    that ends an error (what to give instead)."""
     p = Path(path)
     if not p.exists():
         raise BundleNotFoundError(f"checkpoint not found: {p}")
     if p.is_dir():
         raise BundleError(f"{p} is a directory, expected a Lightning .ckpt file")
     # Only what a command-line user can do: extra_safe_globals is for Python callers.
-    advice = (
-        f"; give the {BUNDLE_FILENAME} bundle or a checkpoints/{LAST_CHECKPOINT} "
-        "written by PtychoPINN training"
-    )
+    if advice is None:
+        advice = (
+            f"; give the {BUNDLE_FILENAME} bundle or a checkpoints/{LAST_CHECKPOINT} "
+            "written by PtychoPINN training"
+        )
     ckpt = _safe_torch_load(p, f"checkpoint {p}", extra_safe_globals, advice=advice)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise BundleError(

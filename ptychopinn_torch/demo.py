@@ -14,13 +14,15 @@ import sys
 import time
 from pathlib import Path
 
-from ptychopinn._io import atomic_write_text
+from ptychopinn._io import atomic_write_text, check_output_dir, existing_outputs
 from ptychopinn.cli.common import (
     CliArgumentParser,
     build_or_exit,
+    command_line_process,
     configure_console_logging,
     positive_float,
     positive_int,
+    run_reporting_errors,
 )
 from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, TrainingConfig
 from ptychopinn.simulate import simulate_dataset
@@ -73,6 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     problem = accelerator_unavailable(execution.accelerator)
     if problem is not None:
         parser.error(f"argument --accelerator: {problem}")
+    run_reporting_errors(parser, lambda: check_output_dir(out))
+    earlier = existing_outputs(out)
+    if earlier:  # the demo is meant to be rerun: say so, and replace its results
+        logger.warning("reusing --output_dir %s: the earlier demo results there (%s) are "
+                       "replaced", out, ", ".join(earlier))
+    with command_line_process(parser.prog):
+        return run_reporting_errors(parser, lambda: _run(args, training, execution))
+
+
+def _run(args: argparse.Namespace, training: TrainingConfig, execution: ExecutionConfig) -> int:
+    out = args.output_dir
     from ptychopinn_torch.inference import load_model, run_inference
     from ptychopinn_torch.train import train
 
@@ -88,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     test_data.save(data_dir / "test.npz")
 
     logger.info("training %d epochs on %d patterns", args.max_epochs, train_data.n_positions)
-    result = train(train_data, None, training, execution)
+    result = train(train_data, None, training, execution, overwrite=True)
     logger.info("training took %.1f s", result.training_time_s)
 
     t0 = time.perf_counter()

@@ -78,7 +78,6 @@ def check_scan(raw: RawData, model: ModelConfig, what: str, *, training: bool) -
             f"gridsize**2 = {model.C}"
         )
     check_positions(raw, model.gridsize, what)
-    warn_if_counts(raw, what)
     if training:
         check_photon_scale(
             mean_total_counts(raw.diffraction),
@@ -86,6 +85,7 @@ def check_scan(raw: RawData, model: ModelConfig, what: str, *, training: bool) -
             "the file probably holds rescaled values: diffraction must be amplitude, "
             "sqrt(photon counts)",
         )
+    warn_if_counts(raw, what)
 
 
 # --------------------------------------------------------------------------- memory
@@ -255,12 +255,12 @@ def find_resume_point(config: TrainingConfig) -> ResumePoint:
             f"{path}); check --output_dir, or train without --resume"
         )
     try:
-        ckpt = load_lightning_checkpoint(path)
+        ckpt = load_lightning_checkpoint(path, advice="")
         differences = _setting_differences(ckpt.get("hyper_parameters", {}), config)
     except (BundleError, TrainingSetupError) as exc:
         raise TrainingSetupError(
-            f"--resume: cannot continue from {path}: {exc}. Train into a new --output_dir "
-            "(or use --overwrite)"
+            f"--resume: cannot continue from {path}, it is damaged or was not written by "
+            f"PtychoPINN ({exc}); train into a new --output_dir, or use --overwrite"
         ) from None
     if differences:
         raise TrainingSetupError(

@@ -224,18 +224,19 @@ def test_disable_mlflow_is_deprecated_and_means_logger_none():
 
 def test_main_warns_about_legacy_flags(no_loading, capsys, tmp_path):
     absent = tmp_path / "absent.npz"
-    with pytest.warns(DeprecationWarning) as record:
-        line = _exit_line(train_cli.main,
-                          _train_argv("--device", "cpu", "--disable_mlflow", data=absent),
-                          capsys)
-    messages = " ".join(str(w.message) for w in record)
-    assert "--device" in messages and "--disable_mlflow" in messages
-    assert sum("--disable_mlflow" in str(w.message) for w in record) == 1
-    assert "no such file" in line
-    with pytest.warns(DeprecationWarning, match="--device"):
-        line = _exit_line(inference_cli.main, _infer_argv("--device", "cpu", data=absent),
-                          capsys)
-    assert "--test_data" in line
+    with pytest.raises(SystemExit) as info:
+        train_cli.main(_train_argv("--device", "cpu", "--disable_mlflow", data=absent))
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    # one line per deprecated flag, once each, then the one error line
+    assert sum("warning: --device is deprecated" in line for line in lines) == 1
+    assert sum("warning: --disable_mlflow is deprecated" in line for line in lines) == 1
+    assert len(lines) == 3 and "no such file" in lines[-1]
+    with pytest.raises(SystemExit):
+        inference_cli.main(_infer_argv("--device", "cpu", data=absent))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "warning: --device is deprecated" in lines[0]
+    assert len(lines) == 2 and "--test_data" in lines[-1]
 
 
 # ----------------------------------------------------------------------- validation errors

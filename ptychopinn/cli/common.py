@@ -61,23 +61,22 @@ def command_line_process(prog: str) -> Iterator[None]:
     the process)."""
 
     def one_line(message: Warning | str, category: type[Warning], filename: str,
-                 lineno: int, line: str | None = None) -> str:
-        return f"{prog}: warning: {_one_line(Warning(message))}\n"
+                 lineno: int, file: Any = None, line: str | None = None) -> None:
+        try:
+            (file or sys.stderr).write(f"{prog}: warning: {_one_line(Warning(message))}\n")
+        except OSError:  # stderr closed: nothing to tell
+            pass
 
-    saved_format = warnings.formatwarning
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # restores filters and showwarning on exit
         show_deprecation_warnings()
         warnings.simplefilter("default", InputWarning)
-        warnings.formatwarning = one_line
+        warnings.showwarning = one_line
         if hasattr(signal, "SIGXFSZ"):
             try:
                 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             except ValueError:  # not the main thread: leave the signal as it is
                 pass
-        try:
-            yield
-        finally:
-            warnings.formatwarning = saved_format
+        yield
 
 
 def check_input_file(parser: argparse.ArgumentParser, flag: str, path: Path | None) -> None:
@@ -228,6 +227,20 @@ def build_or_exit(parser: argparse.ArgumentParser, factory: Callable[[], Any]) -
         error_naming_flag(parser, str(exc))
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (a handler bound
+    to the stream of its creation would write to a stale stream once the command line
+    runs again in the same process with stderr redirected)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_console_logging(quiet: bool) -> None:
     """Our log lines on stderr (warnings only when quiet). Lightning keeps its own handler;
     a root handler here would print each of its lines twice."""
@@ -236,7 +249,7 @@ def configure_console_logging(quiet: bool) -> None:
         log = logging.getLogger(name)
         log.setLevel(level)
         if not any(getattr(h, "_ptychopinn_cli", False) for h in log.handlers):
-            handler = logging.StreamHandler(sys.stderr)
+            handler = _CurrentStderrHandler()
             handler.setFormatter(logging.Formatter("%(message)s"))
             handler._ptychopinn_cli = True  # type: ignore[attr-defined]
             log.addHandler(handler)
