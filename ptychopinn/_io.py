@@ -283,12 +283,20 @@ def output_dir_lock(
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv),
+            "command": _command_line(),
         }))
         yield
     finally:
         owner_file.unlink(missing_ok=True)
         lock.release()
+
+
+def _command_line() -> str:
+    """This process's command as the user typed it (``python -m pkg`` for a package)."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    shown = (f"python -m {program.parent.name}" if program.name == "__main__.py"
+             else program.name)
+    return " ".join([shown, *sys.argv[1:]])
 
 
 def _owner_text(directory: Path) -> str:

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,10 +127,19 @@ def train(
     check_output_dir(output_dir)
     resume_point = find_resume_point(config) if resume else None
     execution.log_advisories()
-    run = _prepare(train_data, test_data, config, execution, epoch_callback)
     if _launched_worker():  # a DDP worker process; its launcher holds the lock
+        run = _prepare(train_data, test_data, config, execution, epoch_callback)
         return _fit(run, config, execution, resume_point, write_bundle)
-    with output_dir_lock(output_dir, "training"):
+    with ExitStack() as lock:
+        # An existing directory is locked at once, so a second run is refused before
+        # it builds anything; a new one only after the setup checks (which may refuse
+        # the run) so that a refused run creates no directory.
+        locked_early = output_dir.is_dir()
+        if locked_early:
+            lock.enter_context(output_dir_lock(output_dir, "training"))
+        run = _prepare(train_data, test_data, config, execution, epoch_callback)
+        if not locked_early:
+            lock.enter_context(output_dir_lock(output_dir, "training"))
         if resume_point is not None and resume_point.complete:
             done = _completed_run(resume_point, output_dir, execution)
             if done is not None:

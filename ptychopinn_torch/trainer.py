@@ -158,6 +158,18 @@ class HistoryCallback(Callback):
             trainer.should_stop = True
 
 
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError that ``exc`` is or was raised while handling, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written like bundles (``ptychopinn._io.atomic_output``): a temporary
     in the checkpoint directory, fsynced and renamed, so a killed or failed save leaves
@@ -169,10 +181,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         target = Path(path)
         try:
-            with atomic_output(target) as tmp:
-                torch.save(checkpoint, tmp)
-        except OSError as exc:
-            raise save_failure(target, exc) from exc
+            with atomic_output(target) as tmp, open(tmp, "wb") as handle:
+                # A Python file object: a failed write surfaces as its OSError (torch's own
+                # writer reports only "unexpected pos").
+                torch.save(checkpoint, handle)
+        except (OSError, RuntimeError) as exc:
+            cause = _os_error_in(exc)
+            if cause is None:
+                raise
+            raise save_failure(target, cause) from exc
 
     def load_checkpoint(
         self, path: Any, map_location: Any = None, weights_only: bool | None = None

@@ -254,5 +254,9 @@ def configure_console_logging(quiet: bool) -> None:
             handler._ptychopinn_cli = True  # type: ignore[attr-defined]
             log.addHandler(handler)
     if quiet:
-        logging.getLogger("lightning").setLevel(logging.WARNING)
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        # Lightning resets its package logger to INFO when it is imported, which now
+        # happens after this (parse first, import torch later); its banners come from
+        # these child loggers, whose levels it leaves alone.
+        for name in ("lightning", "lightning.pytorch", "lightning.pytorch.utilities.rank_zero",
+                     "lightning.fabric.utilities.rank_zero"):
+            logging.getLogger(name).setLevel(logging.WARNING)
