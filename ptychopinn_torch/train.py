@@ -17,7 +17,8 @@ import logging
 import os
 import shutil
 import time
-from contextlib import ExitStack
+import warnings
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,7 +269,12 @@ def _fit(
 
     trainer, history, module = run.trainer, run.history, run.module
     start = time.perf_counter()
-    trainer.fit(module, datamodule=run.datamodule, ckpt_path=ckpt_path)
+    # Only when resuming: resetting the filters would show once-only warnings again.
+    with warnings.catch_warnings() if resume_point is not None else nullcontext():
+        if resume_point is not None:  # continuing there is the point of --resume
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and "
+                                    r"is not empty", category=UserWarning)
+        trainer.fit(module, datamodule=run.datamodule, ckpt_path=ckpt_path)
     elapsed = time.perf_counter() - start
 
     losses = history.history
