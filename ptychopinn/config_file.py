@@ -134,12 +134,14 @@ def read_config_file(path: str | os.PathLike[str], sections: Sequence[str]) -> d
     valid = sorted(set(owner) | set(KEY_ALIASES) | set(sections))
     values: dict[str, dict] = {s: {} for s in sections}
 
-    def put(section: str, key: str, value: Any, where: str) -> None:
+    def put(section: str, key: str, value: Any) -> None:
         name = KEY_ALIASES.get(key, key)
         if name not in fields[section]:
-            nearest = _nearest(key, sorted(set(fields[section]) | set(KEY_ALIASES)))
-            raise ConfigError(f"{path}: unknown key {where}{key!r} in section {section!r}; "
-                              f"did you mean {nearest!r}?")
+            nearest = _nearest(key, sorted(set(owner) | set(KEY_ALIASES)))
+            home = owner[KEY_ALIASES.get(nearest, nearest)]
+            hint = f"{nearest!r}" + (f" (section {home!r})" if home != section else "")
+            raise ConfigError(f"{path}: unknown key {key!r} in section {section!r}; "
+                              f"did you mean {hint}?")
         if name in values[section]:
             raise ConfigError(f"{path}: {name!r} is given twice")
         values[section][name] = _coerce(fields[section][name], value)
@@ -148,9 +150,9 @@ def read_config_file(path: str | os.PathLike[str], sections: Sequence[str]) -> d
         key = str(key)
         if key in sections and isinstance(value, Mapping):
             for sub_key, sub_value in value.items():
-                put(key, str(sub_key), sub_value, f"{key}.")
+                put(key, str(sub_key), sub_value)
         elif KEY_ALIASES.get(key, key) in owner:
-            put(owner[KEY_ALIASES.get(key, key)], key, value, "")
+            put(owner[KEY_ALIASES.get(key, key)], key, value)
         else:
             raise ConfigError(f"{path}: unknown key {key!r}; did you mean "
                               f"{_nearest(key, valid)!r}?")

@@ -126,9 +126,15 @@ class HistoryCallback(Callback):
     )
     stopped_by_caller: bool = False
     _epoch_lr: float = math.nan
+    _validated: bool = False
 
     def __post_init__(self) -> None:
         super().__init__()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # callback_metrics keeps the last val_loss in epochs that do not validate
+        # (check_val_every_n_epoch > 1): only an epoch that validated reports one.
+        self._validated = not trainer.sanity_checking
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Read here: epoch-wise schedulers step before on_train_epoch_end callbacks run.
@@ -140,7 +146,8 @@ class HistoryCallback(Callback):
             return
         metrics = trainer.callback_metrics
         train = float(metrics[TRAIN_LOSS]) if TRAIN_LOSS in metrics else math.nan
-        val = float(metrics[VAL_LOSS]) if VAL_LOSS in metrics else None
+        val = float(metrics[VAL_LOSS]) if VAL_LOSS in metrics and self._validated else None
+        self._validated = False
         lr = self._epoch_lr
         self.history[TRAIN_LOSS].append(train)
         if val is not None:
