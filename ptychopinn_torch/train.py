@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,7 +221,13 @@ def _train(
         logger.info("resuming from %s", ckpt_path)
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with warnings.catch_warnings():
+        if ckpt_path is not None:
+            # Resuming writes into the existing checkpoint directory on purpose.
+            warnings.filterwarnings(
+                "ignore", message=r"Checkpoint directory .* exists and is not empty",
+                module=r"lightning\.pytorch\.callbacks\.model_checkpoint")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     elapsed = time.perf_counter() - start
 
     summary = {

@@ -364,3 +364,36 @@ def test_unknown_backend_error_is_a_runtime_fault():
     assert issubclass(workflows.BackendUnavailableError, RuntimeFault)
     assert issubclass(workflows.BackendUnavailableError, RuntimeError)
     json.dumps(workflows.INSTALL_HINT)  # a plain string users can copy
+
+
+# ------------------------------------------------------------ specs/cli.md is complete
+def _documented_flags(section_title: str) -> set[str]:
+    import re
+
+    text = (REPO / "specs" / "cli.md").read_text()
+    start = text.index(section_title)
+    end = text.find("\n## ", start + 1)
+    return set(re.findall(r"`(--[\w-]+)", text[start:end if end > 0 else None]))
+
+
+@pytest.mark.parametrize(("parser_factory", "title"), [
+    (train_cli.build_parser, "## Training: `ptychopinn train`"),
+    (infer_cli.build_parser, "## Inference: `ptychopinn infer`"),
+    (simulate_cli.build_parser, "## Simulation: `ptychopinn simulate`"),
+], ids=["train", "infer", "simulate"])
+def test_specs_cli_lists_every_flag(parser_factory, title):
+    documented = _documented_flags(title)
+    parser = parser_factory()
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        shown = [s for s in action.option_strings
+                 if s not in getattr(action, "twin_spellings", set())
+                 and not s.startswith("--torch-") or s == "--torch-loss-mode"]
+        assert set(shown) <= documented | {"--no-" + s[2:] for s in documented}, (
+            f"{shown} missing from specs/cli.md {title}")
+    known = {option for factory in (train_cli.build_parser, infer_cli.build_parser,
+                                    simulate_cli.build_parser)
+             for option in factory()._option_string_actions}  # cross-references allowed
+    stray = {f for f in documented if f not in known}
+    assert not stray, f"specs/cli.md documents flags that do not exist: {stray}"

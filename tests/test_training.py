@@ -808,6 +808,8 @@ def test_ddp_strategies_on_cpu_use_gloo(strategy, launcher, tiny_training_config
     assert type(trainer.strategy.launcher).__name__ == launcher
 
 
+# The second run reuses the directory on purpose; Lightning's warning about that is right.
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
 def test_trainer_writes_under_output_dir(tiny_raw, tiny_training_config, cpu_execution):
     config = tiny_training_config(nepochs=1)
     result = train(tiny_raw, None, config, cpu_execution())
