@@ -40,13 +40,7 @@ from ptychopinn_torch.trainer import (
     silence_third_party_noise,
 )
 
-
-@pytest.fixture(autouse=True)
-def _restore_torch_determinism():
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    yield
-    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+pytestmark = pytest.mark.usefixtures("restore_torch_determinism")
 
 
 # ------------------------------------------------------------------ validation, loaders

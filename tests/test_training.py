@@ -44,13 +44,7 @@ LR = 1e-3
 
 
 # ----------------------------------------------------------------------------- helpers
-@pytest.fixture(autouse=True)
-def _restore_torch_determinism():
-    """train() switches deterministic algorithms on process-wide; put the flag back."""
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    yield
-    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+pytestmark = pytest.mark.usefixtures("restore_torch_determinism")
 
 
 def read_metrics_csv(output_dir: Path, version: int = 0) -> dict[int, dict[str, float]]:

@@ -294,6 +294,31 @@ def resolve_values(
     return resolved
 
 
+def check_accelerator(parser: argparse.ArgumentParser, resolved: ResolvedValues,
+                      accelerator: str, backend: str) -> None:
+    """Exit 2 naming --accelerator (or where it was set) when this machine lacks it."""
+    from ptychopinn import workflows
+
+    problem = workflows.accelerator_problem_with_backend(accelerator, backend)
+    if problem is not None:
+        origin = resolved.origins.get(("execution", "accelerator"), "argument --accelerator")
+        parser.error(f"{origin}: {problem}")
+
+
+def parse_command_line(
+    build_parser: Callable[[str], argparse.ArgumentParser], argv: Sequence[str] | None,
+    prog: str, sections: Iterable[str],
+) -> tuple[argparse.ArgumentParser, argparse.Namespace, ResolvedValues]:
+    """Parse ``argv`` (exit 2 on a bad flag or config file), set up console logging and
+    resolve the config values: the common start of the train and infer mains."""
+    show_deprecation_warnings()
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    configure_console_logging(args.quiet)
+    resolved = build_or_exit(parser, lambda: resolve_values(parser, args, sections))
+    return parser, args, resolved
+
+
 def require(parser: argparse.ArgumentParser, resolved: ResolvedValues,
             needed: Sequence[tuple[str, str, str]]) -> None:
     """Exit 2 naming the flags of required fields that neither a flag nor the file set."""

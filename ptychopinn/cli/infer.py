@@ -22,12 +22,12 @@ from ptychopinn.cli.common import (
     add_field_flag,
     add_switch,
     build_or_exit,
-    configure_console_logging,
+    check_accelerator,
     error_naming_flag,
+    parse_command_line,
     positive_int,
     require,
     resolve_values,
-    show_deprecation_warnings,
     text_value,
 )
 from ptychopinn.config import STITCH_WEIGHTINGS, ExecutionConfig, InferenceConfig
@@ -106,11 +106,7 @@ def configs_from_args(
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Command-line entry point; returns the process exit code."""
-    show_deprecation_warnings()
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    configure_console_logging(args.quiet)
-    resolved = build_or_exit(parser, lambda: resolve_values(parser, args, SECTIONS))
+    parser, args, resolved = parse_command_line(build_parser, argv, prog, SECTIONS)
     require(parser, resolved, (("inference", "test_data_file", "--test_data"),
                                ("inference", "output_dir", "--output_dir")))
     if resolved.get("inference", "model_path") is None and \
@@ -118,15 +114,11 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         parser.error("the following arguments are required: --model_path (or --run_id)")
     inference, execution = build_or_exit(parser, lambda: configs_from_values(resolved),
                                          resolved)
-    accelerator_flag = resolved.origins.get(("execution", "accelerator"), "argument --accelerator")
     try:
-        if execution.accelerator == "tpu":
-            parser.error(f"{accelerator_flag}: inference on TPU is not supported; use cpu "
-                         "or gpu")
-        problem = workflows.accelerator_problem_with_backend(execution.accelerator,
-                                                             inference.backend)
-        if problem is not None:
-            parser.error(f"{accelerator_flag}: {problem}")
+        if execution.accelerator == "tpu":  # only a --config file can get here
+            origin = resolved.origins.get(("execution", "accelerator"), "--accelerator")
+            parser.error(f"{origin}: inference on TPU is not supported; use cpu or gpu")
+        check_accelerator(parser, resolved, execution.accelerator, inference.backend)
         if not inference.test_data_file.is_file():
             parser.error(f"--test_data {inference.test_data_file}: no such file")
         model = workflows.load_inference_bundle_with_backend(

@@ -23,16 +23,16 @@ from ptychopinn.cli.common import (
     add_field_flag,
     add_switch,
     build_or_exit,
-    configure_console_logging,
+    check_accelerator,
     error_naming_flag,
     integer,
     non_negative_int,
     number,
+    parse_command_line,
     positive_float,
     positive_int,
     require,
     resolve_values,
-    show_deprecation_warnings,
     text_value,
 )
 from ptychopinn.config import (
@@ -298,20 +298,13 @@ def configs_from_args(
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Command-line entry point; returns the process exit code."""
-    show_deprecation_warnings()
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    configure_console_logging(args.quiet)
-    resolved = build_or_exit(parser, lambda: resolve_values(parser, args, SECTIONS))
+    parser, args, resolved = parse_command_line(build_parser, argv, prog, SECTIONS)
     require(parser, resolved, REQUIRED)
     # Validate every value before touching the data (N is checked once it is known).
     pre_training, pre_execution = build_or_exit(
         parser, lambda: configs_from_values(resolved, N=64), resolved)
     try:
-        problem = workflows.accelerator_problem_with_backend(pre_execution.accelerator,
-                                                             pre_training.backend)
-        if problem is not None:
-            parser.error(f"{resolved.origins.get(('execution', 'accelerator'), 'argument --accelerator')}: {problem}")
+        check_accelerator(parser, resolved, pre_execution.accelerator, pre_training.backend)
         for flag, path in (("--train_data_file", pre_training.train_data_file),
                            ("--test_data_file", pre_training.test_data_file),
                            ("--init-model", pre_training.init_model)):
