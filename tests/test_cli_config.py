@@ -397,3 +397,13 @@ def test_specs_cli_lists_every_flag(parser_factory, title):
              for option in factory()._option_string_actions}  # cross-references allowed
     stray = {f for f in documented if f not in known}
     assert not stray, f"specs/cli.md documents flags that do not exist: {stray}"
+
+
+def test_missing_init_model_and_config_files_are_one_line_errors(tmp_path, capsys):
+    base = ["--train_data_file", str(FIXTURE), "--output_dir", str(tmp_path / "o")]
+    line = one_error_line(train_cli.main, [*base, "--init-model", str(tmp_path / "p.zip")],
+                          capsys)
+    assert f"--init-model {tmp_path / 'p.zip'}: no such file" in line
+    line = one_error_line(train_cli.main, [*base, "--config", str(tmp_path / "c.yaml")], capsys)
+    assert "no such config file" in line
+    assert not (tmp_path / "o").exists()
