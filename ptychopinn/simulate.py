@@ -46,8 +46,10 @@ __all__ = [
     "make_scan",
     "required_object_size_px",
     "scale_probe_to_photons",
+    "beamstop_mask",
     "simulate_dataset",
     "simulation_memory_bytes",
+    "simulate_datasets",
     "simulate_diffraction",
 ]
 
@@ -599,20 +601,31 @@ def simulate_diffraction(obj: np.ndarray, probe: np.ndarray, xcoords: np.ndarray
     return _counts_to_amplitude(intensity * (nphotons / mean_total), seed, poisson)
 
 
+def beamstop_mask(N: int, diameter_px: float) -> np.ndarray:
+    """True where a centred beamstop of ``diameter_px`` pixels blocks the detector: pixels
+    whose centre lies closer than ``diameter_px / 2`` to the DC pixel (N/2, N/2)."""
+    yy, xx = np.mgrid[0:N, 0:N]
+    return (yy - N // 2) ** 2 + (xx - N // 2) ** 2 < (diameter_px / 2.0) ** 2
+
+
 def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture", N: int = 64,
                      n_positions: int = 512, scan_kind: str = "spiral",
                      step_px: float | None = None, jitter_px: float = 0.0,
                      nphotons: float = 1e6, object_size_px: int | tuple[int, int] | None = None,
-                     seed: int = 0, poisson: bool = True) -> RawData:
+                     seed: int = 0, poisson: bool = True, beamstop_diameter: float = 0.0,
+                     probe: np.ndarray | None = None) -> RawData:
     """A complete synthetic data set as ``ptychopinn.data.RawData``.
 
     ``step_px`` defaults to N/8 pixels; ``object_size_px`` defaults to the smallest object
     that holds the scan (:func:`required_object_size_px`). The probe is scaled with
     :func:`scale_probe_to_photons` and the data are simulated from that scaled probe, so
     ``|far_field(probe_guess * labels[k])|**2`` is the noise-free expected count of pattern k
-    (mean total ``nphotons`` photons). ``object_guess`` is the true object, ``labels`` the true
-    patches, ``scan_index`` zeros. Seeds: object ``seed``, scan jitter ``seed + 1``,
-    Poisson noise ``seed + 2``.
+    (mean total ``nphotons`` photons). A given ``probe`` (complex (N, N), already in photon
+    units, e.g. another data set's ``probe_guess``) is used as is instead. ``object_guess``
+    is the true object, ``labels`` the true patches, ``scan_index`` zeros.
+    ``beamstop_diameter`` (pixels, 0 = none) zeroes the measured amplitude behind a
+    centred beamstop (:func:`beamstop_mask`). Seeds: object ``seed``, scan jitter
+    ``seed + 1``, Poisson noise ``seed + 2``.
     """
     _check_choice("object_kind", object_kind, OBJECT_KINDS)
     _check_choice("probe_kind", probe_kind, PROBE_KINDS)
@@ -630,6 +643,9 @@ def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture",
     _check_seed(seed)
     _check_simulation_memory(scan_kind, n_positions, N, step_px, jitter_px,
                              None if object_size_px is None else _as_shape(object_size_px))
+    if not (np.isfinite(beamstop_diameter) and 0 <= beamstop_diameter < N):
+        raise SimulationError(f"beamstop_diameter must be a number of pixels in [0, {N}), "
+                              f"got {beamstop_diameter!r}")
     if object_size_px is None:
         shape = required_object_size_px(scan_kind, n_positions, N, step_px, jitter_px)
     else:
@@ -639,10 +655,18 @@ def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture",
 
     xcoords, ycoords = make_scan(scan_kind, n_positions, shape, N, step_px, jitter_px, seed + 1)
     obj = make_object(object_kind, shape, seed)
-    probe = scale_probe_to_photons(obj, make_probe(probe_kind, N), xcoords, ycoords, nphotons)
+    if probe is None:
+        probe = scale_probe_to_photons(obj, make_probe(probe_kind, N), xcoords, ycoords,
+                                       nphotons)
+    else:
+        probe = _probe_2d(np.asarray(probe)).astype(np.complex64)
+        if probe.shape != (N, N):
+            raise SimulationError(f"probe must be ({N}, {N}), got {probe.shape}")
     labels = extract_patches(obj, xcoords, ycoords, N)
     expected = np.abs(far_field(labels.astype(np.complex128) * probe.astype(np.complex128))) ** 2
     diffraction = _counts_to_amplitude(expected, seed + 2, poisson)
+    if beamstop_diameter > 0:
+        diffraction[:, beamstop_mask(N, beamstop_diameter)] = 0.0
     return RawData(
         diffraction=diffraction,
         xcoords=xcoords,
@@ -652,6 +676,20 @@ def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture",
         scan_index=np.zeros(n_positions, dtype=np.int64),
         labels=labels,
     )
+
+
+def simulate_datasets(objects_per_probe: int = 1, seed: int = 0, **kwargs: object
+                      ) -> list[RawData]:
+    """``objects_per_probe`` data sets of different objects scanned with one probe (the
+    seeds' datagen): data set ``i`` is :func:`simulate_dataset` with seed ``seed + 3 i``,
+    and every one uses the first one's photon-scaled probe. ``kwargs`` go to
+    :func:`simulate_dataset` (``n_positions`` is the seeds' ``diff_per_object``)."""
+    _check_positive("objects_per_probe", objects_per_probe, integer=True)
+    first = simulate_dataset(seed=seed, **kwargs)  # type: ignore[arg-type]
+    return [first] + [
+        simulate_dataset(seed=seed + 3 * i, probe=first.probe_guess, **kwargs)  # type: ignore[arg-type]
+        for i in range(1, objects_per_probe)
+    ]
 
 
 # --------------------------------------------------------------------------- fixture

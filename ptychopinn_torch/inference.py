@@ -17,6 +17,8 @@ if __name__ == "__main__":  # parse the flags first: --help must not wait for to
 
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ptychopinn._io import (
     atomic_output,
@@ -39,6 +42,7 @@ from ptychopinn.config import (
     ModelConfig,
     TrainingConfig,
 )
+from ptychopinn.config_file import CONFIG_FILENAME, write_config_file
 from ptychopinn.data import DataContractError, RawData
 from ptychopinn.grouping import find_groups, input_scale
 from ptychopinn_torch.bundle import (
@@ -141,27 +145,61 @@ def _module_from_hparams(
     return module
 
 
+#: What a model directory is searched for, in this order: the bundle, the last
+#: checkpoint, then the seeds' weight-file names (torch.save'd dicts with "state_dict" and
+#: "hyper_parameters", read like a checkpoint: weights only, never unpickled).
+MODEL_FILES = (BUNDLE_FILENAME, f"{CHECKPOINT_DIRNAME}/{LAST_CHECKPOINT}", "wts.pt", "model.pt")
+_CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+
+
 def resolve_model_path(path: str | Path) -> Path:
-    """A bundle file, a Lightning .ckpt, or a training output directory holding either
-    (the bundle is preferred over checkpoints/last.ckpt)."""
+    """A bundle file, a Lightning .ckpt / torch .pt file, or a training output directory
+    holding one of :data:`MODEL_FILES` (the first found wins)."""
     path = Path(path)
     if path.is_dir():
-        for candidate in (path / BUNDLE_FILENAME, path / CHECKPOINT_DIRNAME / LAST_CHECKPOINT):
-            if candidate.is_file():
-                return candidate
-        raise BundleError(
-            f"{path} holds no model: expected {BUNDLE_FILENAME} or "
-            f"{CHECKPOINT_DIRNAME}/{LAST_CHECKPOINT}"
-        )
+        for name in MODEL_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise BundleError(f"{path} holds no model: expected one of {', '.join(MODEL_FILES)}")
     if not path.exists():
         raise BundleError(f"model file {path} does not exist")
     return path
 
 
-def load_model(path: str | Path) -> LoadedModel:
-    """Load a model bundle or Lightning checkpoint without executing code from it."""
+def model_from_mlflow(run_id: str, tracking_uri: str | None = None) -> Path:
+    """Download the bundle logged by MLflow run ``run_id`` (training with the mlflow
+    logger logs it) and return its local path. ``tracking_uri`` None: MLflow's default
+    (the MLFLOW_TRACKING_URI environment variable, else ./mlruns)."""
+    try:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+    except ImportError as exc:
+        raise BundleError("InferenceConfig.run_id needs the mlflow package: "
+                          "pip install 'ptychopinn[mlflow]'") from exc
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    target = Path(tempfile.mkdtemp(prefix="ptychopinn_mlflow_"))
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=BUNDLE_FILENAME, tracking_uri=tracking_uri,
+            dst_path=str(target))
+    except (MlflowException, OSError) as exc:
+        where = tracking_uri or mlflow.get_tracking_uri()
+        reason = " ".join(str(exc).split())[:300]
+        raise BundleError(f"InferenceConfig.run_id={run_id!r} is invalid: no model bundle "
+                          f"of that MLflow run at {where} ({reason})") from None
+    return Path(local)
+
+
+def load_model(path: str | Path | None = None, *, run_id: str | None = None,
+               tracking_uri: str | None = None) -> LoadedModel:
+    """Load a model bundle, checkpoint or weights file (``path``), or the bundle logged by
+    MLflow run ``run_id``, without executing code from it."""
+    if run_id is not None:
+        path = model_from_mlflow(run_id, tracking_uri)
+    if path is None:
+        raise BundleError("no model given: set a model path or an MLflow run id")
     source = resolve_model_path(path)
-    if source.suffix == ".ckpt":
+    if source.suffix in _CHECKPOINT_SUFFIXES:
         state_dict, hp = read_lightning_checkpoint(source)
         summary: dict[str, Any] = {}
     else:
@@ -251,7 +289,9 @@ def reconstruct(
     Groups are formed like in training (nearest neighbours, seeded); ``n_groups=None``
     makes one group per scan position. Patches are predicted in batches of
     ``inference_batch_size`` (default: the training batch size) and stitched on the CPU.
-    ``progress_callback(done_groups, total_groups)`` is called after each batch.
+    ``progress_callback(done_groups, total_groups)`` is called after each batch; with
+    ``execution_config.enable_progress_bar`` a progress bar over the groups is shown on
+    stderr.
     """
     if not isinstance(model, LoadedModel):
         model = load_model(model)
@@ -310,12 +350,15 @@ def _reconstruct_checked(
         pin_memory=ex.pin_memory and device.type == "cuda",
     )
     done = 0
-    for x, offsets, group_pos in loader:
-        patches = module.predict_patches(x.to(device), offsets.to(device)).cpu().numpy()
-        stitcher.add(patches.reshape(-1, model.N, model.N), group_pos.numpy().reshape(-1, 2))
-        done += x.shape[0]
-        if progress_callback is not None:
-            progress_callback(done, n_groups)
+    with tqdm(total=n_groups, desc="reconstructing", unit="group", file=sys.stderr,
+              disable=not ex.enable_progress_bar, leave=False) as bar:
+        for x, offsets, group_pos in loader:
+            patches = module.predict_patches(x.to(device), offsets.to(device)).cpu().numpy()
+            stitcher.add(patches.reshape(-1, model.N, model.N), group_pos.numpy().reshape(-1, 2))
+            done += x.shape[0]
+            bar.update(x.shape[0])
+            if progress_callback is not None:
+                progress_callback(done, n_groups)
     stitched = stitcher.result()
     return Reconstruction(
         object=stitched.object.astype(np.complex64),
@@ -474,9 +517,11 @@ def run_inference(
     Data, memory and the output directory are checked (``InputError``) before the
     output directory is locked against a second run and anything is written."""
     if model is None:
-        if inference_config.model_path is None:
+        if inference_config.model_path is None and inference_config.run_id is None:
             raise BundleError("InferenceConfig.model_path is not set")
-        model = load_model(inference_config.model_path)
+        model = load_model(inference_config.model_path, run_id=inference_config.run_id,
+                           tracking_uri=(execution_config or ExecutionConfig()
+                                         ).mlflow_tracking_uri)
     if data is None:
         if inference_config.test_data_file is None:
             raise DataContractError("InferenceConfig.test_data_file is not set")
@@ -497,4 +542,10 @@ def run_inference(
     with output_dir_lock(output_dir, "inference"):
         recon = _reconstruct_checked(model, data, inference_config, ex, None)
         paths = write_outputs(recon, output_dir, configs, data.object_guess)
+        try:
+            paths["config"] = write_config_file(
+                output_dir / CONFIG_FILENAME,
+                {"inference": inference_config, "execution": ex}, "ptychopinn infer")
+        except OSError as exc:
+            raise save_failure(output_dir / CONFIG_FILENAME, exc) from exc
     return recon, paths

@@ -13,12 +13,14 @@ if __name__ == "__main__":  # parse the flags first: --help must not wait for to
 
     sys.exit(main(prog="python -m ptychopinn_torch.train"))
 
+import contextlib
 import logging
 import os
 import shutil
 import time
 import warnings
-from contextlib import ExitStack, nullcontext
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +28,20 @@ from typing import Any
 import lightning as L
 import torch
 
-from ptychopinn._io import check_output_dir, output_dir_lock
+from ptychopinn._io import atomic_write_text, check_output_dir, output_dir_lock
 from ptychopinn.config import ExecutionConfig, TrainingConfig
+from ptychopinn.config_file import CONFIG_FILENAME, write_config_file
 from ptychopinn.data import DataContractError, RawData
 from ptychopinn.grouping import group_for_training, input_scale, mean_total_counts
-from ptychopinn_torch.bundle import BUNDLE_FILENAME, save_bundle
+from ptychopinn_torch.bundle import BUNDLE_FILENAME, BundleError, bundle_sha256, save_bundle
 from ptychopinn_torch.datamodule import PtychoDataModule
-from ptychopinn_torch.module import NonFiniteLossError, PtychoPINNModule, intensity_scale_for
+from ptychopinn_torch.inference import LoadedModel, load_model
+from ptychopinn_torch.module import (
+    NonFiniteLossError,
+    PtychoPINNModule,
+    intensity_scale_for,
+    logged_metric_names,
+)
 from ptychopinn_torch.preflight import (
     ResumePoint,
     check_scan,
@@ -99,13 +108,16 @@ def train(
     epoch_callback: EpochCallback | None = None,
     resume: bool = False,
     write_bundle: bool = True,
+    init_model: str | Path | LoadedModel | None = None,
     overwrite: bool = False,
 ) -> TrainingResult:
     """Train a model on ``train_data`` (validation on ``test_data`` or a seeded split).
 
     Writes checkpoints under ``<output_dir>/checkpoints``, logs under
-    ``<output_dir>/lightning_logs`` and the model bundle ``<output_dir>/ptychopinn_model.zip``.
-    ``epoch_callback(report)`` runs after every epoch; returning False stops training.
+    ``<output_dir>/lightning_logs``, the configuration used as
+    ``<output_dir>/resolved_config.yaml`` and the model bundle
+    ``<output_dir>/ptychopinn_model.zip``. ``epoch_callback(report)`` runs after every
+    epoch; returning False stops training.
 
     ``resume`` continues from ``<output_dir>/checkpoints/last.ckpt`` (an error when there
     is none, or when it was trained with other architecture settings); a run that already
@@ -114,6 +126,12 @@ def train(
     the new one is written.  Everything that can be known wrong (data, memory, output
     directory, resume point) raises an ``InputError`` before anything is written, and
     the output directory is locked against a second run for the whole training.
+
+    Fine-tuning: ``init_model`` (a bundle path or a loaded model; default
+    ``training_config.init_model``) supplies the starting network weights, checked
+    strictly against the configured architecture (:func:`load_initial_weights`); the
+    learning rate is multiplied by ``fine_tune_gamma`` and the new bundle's summary records
+    the parent's path and SHA-256.
     """
     config = training_config
     execution = execution_config or ExecutionConfig()
@@ -123,32 +141,37 @@ def train(
             "--resume continues the run in --output_dir and --overwrite replaces it; "
             "give one of them"
         )
+    parent = None
+    if init_model is not None or config.init_model is not None:
+        parent = _parent_model(init_model if init_model is not None else config.init_model)
+        config = config.replace(init_model=parent.source_path)
     check_training_inputs(train_data, test_data, config)
     check_training_resources(train_data, test_data, config, execution)
     check_output_dir(output_dir)
     resume_point = find_resume_point(config) if resume else None
     execution.log_advisories()
-    if _launched_worker():  # a DDP worker process; its launcher holds the lock
-        run = _prepare(train_data, test_data, config, execution, epoch_callback)
-        return _fit(run, config, execution, resume_point, write_bundle)
-    with ExitStack() as lock:
-        # An existing directory is locked at once, so a second run is refused before
-        # it builds anything; a new one only after the setup checks (which may refuse
-        # the run) so that a refused run creates no directory.
-        locked_early = output_dir.is_dir()
-        if locked_early:
-            lock.enter_context(output_dir_lock(output_dir, "training"))
-        run = _prepare(train_data, test_data, config, execution, epoch_callback)
-        if not locked_early:
-            lock.enter_context(output_dir_lock(output_dir, "training"))
-        if resume_point is not None and resume_point.complete:
-            done = _completed_run(resume_point, output_dir, execution)
-            if done is not None:
-                return done
-        if overwrite:
-            # Only now: every check has passed, so a refused run deletes nothing.
-            shutil.rmtree(output_dir / CHECKPOINT_DIRNAME, ignore_errors=True)
-        return _fit(run, config, execution, resume_point, write_bundle)
+    with _debug_logging(config.debug):
+        if _launched_worker():  # a DDP worker process; its launcher holds the lock
+            run = _prepare(train_data, test_data, config, execution, epoch_callback, parent)
+            return _fit(run, config, execution, resume_point, write_bundle)
+        with ExitStack() as lock:
+            # An existing directory is locked at once, so a second run is refused before
+            # it builds anything; a new one only after the setup checks (which may refuse
+            # the run) so that a refused run creates no directory.
+            locked_early = output_dir.is_dir()
+            if locked_early:
+                lock.enter_context(output_dir_lock(output_dir, "training"))
+            run = _prepare(train_data, test_data, config, execution, epoch_callback, parent)
+            if not locked_early:
+                lock.enter_context(output_dir_lock(output_dir, "training"))
+            if resume_point is not None and resume_point.complete:
+                done = _completed_run(resume_point, output_dir, execution)
+                if done is not None:
+                    return done
+            if overwrite:
+                # Only now: every check has passed, so a refused run deletes nothing.
+                shutil.rmtree(output_dir / CHECKPOINT_DIRNAME, ignore_errors=True)
+            return _fit(run, config, execution, resume_point, write_bundle)
 
 
 def _launched_worker() -> bool:
@@ -163,8 +186,6 @@ def _completed_run(
     """The result of a run that already reached ``nepochs`` and whose bundle was written
     from its last checkpoint; None when that bundle is missing or older (then the bundle
     is written from the checkpoint without training)."""
-    from ptychopinn_torch.inference import load_model
-
     bundle_path = output_dir / BUNDLE_FILENAME
     if not bundle_path.is_file():
         return None
@@ -198,6 +219,8 @@ class _PreparedRun:
     monitor: str
     input_scale: float
     mean_total_counts: float
+    train_data: RawData  # after n_subsample
+    parent: LoadedModel | None
 
 
 def _prepare(
@@ -206,16 +229,24 @@ def _prepare(
     config: TrainingConfig,
     execution: ExecutionConfig,
     epoch_callback: EpochCallback | None,
+    parent: LoadedModel | None,
 ) -> _PreparedRun:
     """Groups, data module, module and trainer; raises TrainingSetupError for a monitor
-    that is never logged or a logger whose package is missing (nothing written yet)."""
+    that is never logged, a logger whose package is missing or batches that drop every
+    group (nothing written yet)."""
     if execution.deterministic and config.subsample_seed is None:
         logger.warning("deterministic training with subsample_seed=None: the groups drawn "
-                       "and the validation split differ from run to run")
+                       "differ from run to run")
+    # The seeds set the hash seed with the others; it reaches the processes started from
+    # here (DataLoader workers, DDP), not this interpreter's own str hashes.
+    os.environ["PYTHONHASHSEED"] = str(execution.seed)
     L.seed_everything(execution.seed, workers=True, verbose=False)
     if execution.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
+    if config.n_subsample is not None:
+        train_data = train_data.subsample(config.n_subsample, config.subsample_seed)
+        logger.debug("subsampled %d of the training positions", train_data.n_positions)
     train_grouped = group_for_training(train_data, config)
     val_grouped = group_for_training(test_data, config) if test_data is not None else None
     train_input_scale = input_scale(train_data.diffraction)
@@ -230,6 +261,16 @@ def _prepare(
         val_grouped=val_grouped,
         val_input_scale=input_scale(test_data.diffraction) if test_data is not None else None,
     )
+    if execution.drop_last and len(datamodule.train_set) < config.batch_size:
+        raise TrainingSetupError(
+            f"ExecutionConfig.drop_last=True drops every batch: {len(datamodule.train_set)} "
+            f"training groups are fewer than batch_size={config.batch_size}"
+        )
+    monitor = resolve_monitor(
+        execution.checkpoint_monitor,
+        datamodule.has_validation,
+        logged_metric_names(config, datamodule.has_validation, train_data.labels is not None),
+    )
     probe = train_data.probe_guess if train_data.probe_guess.ndim == 2 else train_data.probe_guess[0]
     module = PtychoPINNModule(
         model_config=config.model.to_dict(),
@@ -238,18 +279,19 @@ def _prepare(
         intensity_scale=intensity_scale,
         input_scale=train_input_scale,
         probe=probe,
+        monitor=monitor,
     )
-    monitor = resolve_monitor(
-        execution.checkpoint_monitor,
-        datamodule.has_validation,
-        module.logged_metric_names(datamodule.has_validation, train_data.labels is not None),
-    )
-    module.monitor = module.hparams.monitor = monitor
+    if parent is not None:
+        load_initial_weights(module, parent)
+    logger.debug("%d training groups, %d validation groups, input scale %.4g, intensity "
+                 "scale %.4g, monitor %s", len(datamodule.train_set),
+                 len(datamodule.val_set) if datamodule.has_validation else 0,
+                 train_input_scale, intensity_scale, monitor)
     history = HistoryCallback(epoch_callback=epoch_callback,
                               log_each_epoch=not execution.enable_progress_bar)
     trainer = build_trainer(config, execution, monitor, history, datamodule.has_validation)
     return _PreparedRun(module, datamodule, trainer, history, monitor, train_input_scale,
-                        counts)
+                        counts, train_data, parent)
 
 
 def _fit(
@@ -260,6 +302,14 @@ def _fit(
     write_bundle: bool,
 ) -> TrainingResult:
     output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_config_file(output_dir / CONFIG_FILENAME,
+                      {"model": config.model, "training": config, "execution": execution},
+                      "ptychopinn train")
+    if run.train_data.sample_indices is not None:
+        seed = config.subsample_seed if config.subsample_seed is not None else "None"
+        atomic_write_text(output_dir / f"subsample_seed{seed}_indices.txt",
+                          "".join(f"{i}\n" for i in run.train_data.sample_indices))
     checkpoint_dir = output_dir / CHECKPOINT_DIRNAME
     ckpt_path = None
     if resume_point is not None:
@@ -267,13 +317,15 @@ def _fit(
         logger.info("resuming from %s (%d epochs done)", ckpt_path,
                     resume_point.epochs_completed)
 
-    trainer, history, module = run.trainer, run.history, run.module
+    trainer, history, module, parent = run.trainer, run.history, run.module, run.parent
     start = time.perf_counter()
     # Only when resuming: resetting the filters would show once-only warnings again.
-    with warnings.catch_warnings() if resume_point is not None else nullcontext():
-        if resume_point is not None:  # continuing there is the point of --resume
-            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and "
-                                    r"is not empty", category=UserWarning)
+    with warnings.catch_warnings() if ckpt_path is not None else contextlib.nullcontext():
+        if ckpt_path is not None:
+            # Resuming writes into the existing checkpoint directory on purpose.
+            warnings.filterwarnings(
+                "ignore", message=r"Checkpoint directory .* exists and is not empty",
+                module=r"lightning\.pytorch\.callbacks\.model_checkpoint")
         trainer.fit(module, datamodule=run.datamodule, ckpt_path=ckpt_path)
     elapsed = time.perf_counter() - start
 
@@ -292,9 +344,19 @@ def _fit(
         "mean_total_counts": run.mean_total_counts,
         "torch_version": torch.__version__,
     }
+    if parent is not None:
+        summary["parent_bundle"] = str(parent.source_path)
+        summary["parent_bundle_sha256"] = (bundle_sha256(parent.source_path)
+                                           if parent.source_path.is_file() else None)
+    mlflow_logger = _mlflow_logger(trainer)
+    if mlflow_logger is not None:
+        summary["mlflow_run_id"] = mlflow_logger.run_id
     bundle_path = None
     if write_bundle and trainer.is_global_zero:
         bundle_path = save_model_bundle(module, output_dir / BUNDLE_FILENAME, summary)
+        if mlflow_logger is not None:
+            # The bundle is the run's model: inference --run_id loads it from here.
+            mlflow_logger.experiment.log_artifact(mlflow_logger.run_id, str(bundle_path))
     return TrainingResult(
         history=losses,
         module=module,
@@ -305,6 +367,80 @@ def _fit(
         stopped_by_caller=history.stopped_by_caller,
         summary=summary,
     )
+
+
+def _mlflow_logger(trainer: L.Trainer) -> Any:
+    for candidate in trainer.loggers:
+        if type(candidate).__name__ == "MLFlowLogger":
+            return candidate
+    return None
+
+
+@contextlib.contextmanager
+def _debug_logging(debug: bool) -> Iterator[None]:
+    """TrainingConfig.debug: debug-level log lines from our loggers during the run."""
+    if not debug:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("ptychopinn", "ptychopinn_torch")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
+#: ModelConfig fields that shape the network's weights or what they compute; a parent
+#: bundle for fine-tuning must agree on all of them.
+NETWORK_FIELDS = (
+    "N", "gridsize", "n_filters_scale", "generator", "amp_activation", "probe_big",
+    "pad_object", "gaussian_smoothing_sigma", "eca_encoder", "cbam_encoder",
+    "cbam_bottleneck", "cbam_decoder", "eca_decoder", "spatial_decoder",
+    "decoder_spatial_kernel",
+)
+
+
+def _parent_model(init_model: str | Path | LoadedModel) -> LoadedModel:
+    if isinstance(init_model, LoadedModel):
+        return init_model
+    try:
+        return load_model(init_model)
+    except BundleError as exc:
+        raise TrainingSetupError(f"TrainingConfig.init_model={str(init_model)!r} is "
+                                 f"invalid: {exc}") from exc
+
+
+def load_initial_weights(module: PtychoPINNModule, parent: LoadedModel) -> None:
+    """Copy ``parent``'s network weights into ``module`` (fine-tuning).
+
+    Only the generator is copied: the probe and intensity scale belong to the new data.
+    The parent must have the same network (:data:`NETWORK_FIELDS` and every weight's
+    name and shape); otherwise TrainingSetupError lists what differs.
+    """
+    new, old = module.model_config, parent.model_config
+    differ = [f"{name} (bundle {getattr(old, name)!r}, configured {getattr(new, name)!r})"
+              for name in NETWORK_FIELDS if getattr(old, name) != getattr(new, name)]
+    source = parent.module.generator.state_dict()
+    target = module.generator.state_dict()
+    shapes = [k for k in source.keys() & target.keys() if source[k].shape != target[k].shape]
+    missing, unexpected = sorted(target.keys() - source.keys()), sorted(source.keys() - target.keys())
+    if differ or shapes or missing or unexpected:
+        details = "; ".join(filter(None, [
+            f"ModelConfig differs in {', '.join(differ)}" if differ else "",
+            f"weights missing from the bundle: {missing[:5]}" if missing else "",
+            f"weights the model lacks: {unexpected[:5]}" if unexpected else "",
+            f"weights of another shape: {sorted(shapes)[:5]}" if shapes else "",
+        ]))
+        raise TrainingSetupError(
+            f"TrainingConfig.init_model={str(parent.source_path)!r} is invalid: its network "
+            f"does not match the configured one ({details}); configure the same "
+            "architecture as the bundle or start without --init-model"
+        )
+    module.generator.load_state_dict(source, strict=True)
+    logger.info("fine-tuning from %s", parent.source_path)
 
 
 def save_model_bundle(module: PtychoPINNModule, path: Path, summary: dict[str, Any]) -> Path:

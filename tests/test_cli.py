@@ -100,21 +100,32 @@ def test_every_seed_flag_exists_with_help(parser_factory, flags, capsys):
         assert flag in text
 
 
-def test_train_defaults_match_the_seeds():
+def test_train_defaults_are_the_config_defaults():
+    # One set of defaults (issue 13, item 9): a flag not given leaves the dataclass default.
     args = train_cli.build_parser().parse_args(_train_argv())
     training, execution = train_cli.configs_from_args(args, N=64)
-    assert (training.nepochs, training.n_groups, training.batch_size) == (100, 512, 4)
-    assert training.model.gridsize == 2 and training.model.model_type == "pinn"
-    assert training.loss_mode == "poisson" and training.test_data_file is None
-    assert training.train_data_file == FIXTURE and training.output_dir == Path("unused_out")
-    assert training.neighbor_count == 4 and training.nphotons is None
-    assert execution.accelerator == "auto" and execution.deterministic is True
-    assert execution.num_workers == 0 and execution.learning_rate == 1e-3
-    assert execution.scheduler == "Default" and execution.accumulate_grad_batches == 1
-    assert execution.enable_progress_bar is True and execution.enable_checkpointing is True
-    assert execution.checkpoint_save_top_k == 1 and execution.checkpoint_monitor == "val_loss"
-    assert execution.checkpoint_mode == "min" and execution.early_stop_patience == 100
-    assert execution.logger == "csv" and execution.devices == 1
+    expected = TrainingConfig(train_data_file=FIXTURE, output_dir=Path("unused_out"))
+    assert training == expected
+    assert execution == ExecutionConfig()
+    assert (training.nepochs, training.n_groups, training.batch_size) == (50, 512, 16)
+    assert training.model.gridsize == 1 and training.neighbor_count == 4
+
+
+def test_help_states_the_config_defaults(capsys):
+    for parser in (train_cli.build_parser(), inference_cli.build_parser()):
+        for action in parser._actions:
+            section, dot, name = action.dest.partition(".")
+            if not dot or action.nargs == 0:
+                continue
+            from ptychopinn.cli.common import field_default_text
+
+            default = field_default_text(section, name)
+            assert "(default: " in action.help, action.option_strings
+            if default not in ("none",) and "required" not in action.help:
+                stated = action.help.rsplit("(default: ", 1)[1]
+                assert stated.startswith(default) or "from the data" in stated or \
+                    "max(4" in stated or "N // 2" in stated or "training batch" in stated, (
+                    action.option_strings, stated, default)
 
 
 def test_inference_defaults():
@@ -420,17 +431,23 @@ def test_train_supervised_without_labels_is_one_line(tmp_path, capsys):
 
 
 def test_build_or_exit_names_the_flag_of_a_config_field():
-    from ptychopinn.cli.common import _flag_for_field
+    from ptychopinn.cli.common import ResolvedValues, _origin_for
     from ptychopinn.config import ConfigError
 
     parser = train_cli.build_parser()
-    assert _flag_for_field(parser, "ExecutionConfig.seed=-1 is invalid: x") == "--seed"
-    assert _flag_for_field(parser, "TrainingConfig.nepochs=0 is invalid: x") == "--max_epochs"
-    assert _flag_for_field(parser, "ModelConfig.n_filters_scale=0 is invalid: x") == (
-        "--n_filters_scale"
-    )
-    assert _flag_for_field(parser, "ModelConfig.probe_scale=0 is invalid: x") is None
-    assert _flag_for_field(argparse.ArgumentParser(), "not a config message") is None
+    assert _origin_for(parser, "ExecutionConfig.seed=-1 is invalid: x", None) == (
+        "argument --seed")
+    assert _origin_for(parser, "TrainingConfig.nepochs=0 is invalid: x", None) == (
+        "argument --max_epochs")
+    assert _origin_for(parser, "ModelConfig.n_filters_scale=0 is invalid: x", None) == (
+        "argument --n_filters_scale")
+    assert _origin_for(parser, "ModelConfig.probe_scale=0 is invalid: x", None) is None
+    assert _origin_for(argparse.ArgumentParser(), "not a config message", None) is None
+    # A value that came from a --config file is reported with the file and key.
+    resolved = ResolvedValues({"training": {"nepochs": 0}},
+                              {("training", "nepochs"): "run.yaml: nepochs"})
+    assert _origin_for(parser, "TrainingConfig.nepochs=0 is invalid: x", resolved) == (
+        "run.yaml: nepochs")
     assert issubclass(ConfigError, ValueError)
 
 

@@ -165,7 +165,8 @@ def test_python_train_save_load_infer(python_run, raw):
     recon, paths = inf.run_inference(
         InferenceConfig(model_path=result.bundle_path, test_data_file=FIXTURE,
                         output_dir=root / "infer", stitch_weighting="probe"), CPU)
-    assert set(paths) == {"amplitude_png", "phase_png", "npz", "metrics"}
+    assert set(paths) == {"amplitude_png", "phase_png", "npz", "metrics", "config"}
+    assert paths["config"] == root / "infer" / "resolved_config.yaml"
     for key in ("amplitude_png", "phase_png"):
         assert paths[key].stat().st_size > 1024
     assert recon.n_groups == raw.n_positions and recon.coverage.all()

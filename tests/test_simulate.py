@@ -437,3 +437,51 @@ def test_fixture_generation_is_deterministic(tmp_path):
         assert sorted(fa.files) == sorted(fc.files)
         for key in fa.files:
             np.testing.assert_array_equal(fa[key], fc[key])
+
+
+# ------------------------------------------------------------ seed 002's datagen knobs
+def test_beamstop_zeroes_the_centre_of_every_pattern():
+    plain = sim.simulate_dataset("dead_leaves", "aperture", 64, 9, "raster", step_px=6.0,
+                                 nphotons=1e5, seed=2)
+    stopped = sim.simulate_dataset("dead_leaves", "aperture", 64, 9, "raster", step_px=6.0,
+                                   nphotons=1e5, seed=2, beamstop_diameter=4)
+    mask = sim.beamstop_mask(64, 4)
+    assert mask.sum() == 9 and mask[32, 32] and mask[33, 33] and not mask[32, 34]  # r < 2 px
+    assert np.all(stopped.diffraction[:, mask] == 0) and np.all(plain.diffraction[:, mask] > 0)
+    np.testing.assert_array_equal(stopped.diffraction[:, ~mask], plain.diffraction[:, ~mask])
+    with pytest.raises(sim.SimulationError, match="beamstop_diameter"):
+        sim.simulate_dataset(N=64, n_positions=4, beamstop_diameter=64)
+
+
+def test_objects_per_probe_share_one_probe_and_differ_in_object():
+    sets = sim.simulate_datasets(3, seed=1, object_kind="dead_leaves", N=64, n_positions=9,
+                                 scan_kind="raster", step_px=6.0, nphotons=1e5)
+    assert len(sets) == 3
+    for other in sets[1:]:
+        np.testing.assert_array_equal(other.probe_guess, sets[0].probe_guess)
+        assert not np.array_equal(other.object_guess, sets[0].object_guess)
+    single = sim.simulate_dataset("dead_leaves", N=64, n_positions=9, scan_kind="raster",
+                                  step_px=6.0, nphotons=1e5, seed=1)
+    np.testing.assert_array_equal(sets[0].diffraction, single.diffraction)
+
+
+def test_cli_seed_datagen_flags(tmp_path, capsys):
+    out = tmp_path / "scan.npz"
+    rc = simulate_cli.main(["--output", str(out), "--object_class", "dead_leaves",
+                            "--diff_per_object", "9", "--objects_per_probe", "2",
+                            "--beamstop_diameter", "2", "--scan", "raster", "--step_px", "6",
+                            "--nphotons", "1e4", "--quiet"])
+    assert rc == 0
+    paths = capsys.readouterr().out.split()
+    assert paths == [str(tmp_path / "scan_obj0.npz"), str(tmp_path / "scan_obj1.npz")]
+    from ptychopinn.data import RawData
+
+    first, second = (RawData.from_file(p) for p in paths)
+    assert first.n_positions == second.n_positions == 9
+    np.testing.assert_array_equal(first.probe_guess, second.probe_guess)
+    assert np.all(first.diffraction[:, 32, 32] == 0)
+    assert not out.exists()
+    with pytest.raises(SystemExit) as info:
+        simulate_cli.main(["--output", str(out), "--objects_per_probe", "0"])
+    assert info.value.code == 2
+    assert "--objects_per_probe" in capsys.readouterr().err

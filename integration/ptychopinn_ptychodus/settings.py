@@ -103,13 +103,23 @@ class PtychoPINNModelSettings(_SettingsGroup):
         self.gaussian_smoothing_sigma = g.create_real_parameter(
             'GaussianSmoothingSigma', 0.0, minimum=0.0
         )
+        self.eca_encoder = g.create_boolean_parameter('ECAEncoder', False)
+        self.cbam_encoder = g.create_boolean_parameter('CBAMEncoder', False)
+        self.cbam_bottleneck = g.create_boolean_parameter('CBAMBottleneck', False)
+        self.cbam_decoder = g.create_boolean_parameter('CBAMDecoder', False)
+        self.eca_decoder = g.create_boolean_parameter('ECADecoder', False)
+        self.spatial_decoder = g.create_boolean_parameter('SpatialDecoder', False)
+        self.decoder_spatial_kernel = g.create_integer_parameter(
+            'DecoderSpatialKernel', 7, minimum=1, maximum=63
+        )
 
 
 class PtychoPINNTrainingSettings(_SettingsGroup):
     """Training settings (``[PINNTraining]``).
 
-    Sentinels: ``NumGroups = 0`` is one group per scan position, ``NumPhotons = 0`` takes
-    the photon count from the data, ``SubsampleSeed = -1`` is unseeded.
+    Sentinels: ``NumGroups = 0`` is one group per scan position, ``NumSubsample = 0``
+    keeps every position, ``NumPhotons = 0`` takes the photon count from the data,
+    ``SubsampleSeed = -1`` and ``ValSeed = -1`` are unseeded.
     """
 
     GROUP_NAME = 'PINNTraining'
@@ -140,6 +150,28 @@ class PtychoPINNTrainingSettings(_SettingsGroup):
         self.validation_fraction = g.create_real_parameter(
             'ValidationFraction', 0.05, minimum=0.0, maximum=0.9
         )
+        self.n_subsample = g.create_integer_parameter(
+            'NumSubsample', 0, minimum=0, maximum=_INT_MAX
+        )
+        self.val_seed = g.create_integer_parameter('ValSeed', 42, minimum=-1, maximum=_INT_MAX)
+        self.stage_1_epochs = g.create_integer_parameter(
+            'Stage1Epochs', 0, minimum=0, maximum=_INT_MAX
+        )
+        self.stage_2_epochs = g.create_integer_parameter(
+            'Stage2Epochs', 0, minimum=0, maximum=_INT_MAX
+        )
+        self.stage_3_epochs = g.create_integer_parameter(
+            'Stage3Epochs', 0, minimum=0, maximum=_INT_MAX
+        )
+        self.physics_weight_schedule = g.create_string_parameter(
+            'PhysicsWeightSchedule', 'cosine'
+        )
+        self.stage_3_lr_factor = g.create_real_parameter(
+            'Stage3LRFactor', 0.1, minimum=1e-6, maximum=1.0
+        )
+        self.experiment_name = g.create_string_parameter('ExperimentName', 'Synthetic_Runs')
+        self.notes = g.create_string_parameter('Notes', '')
+        self.model_name = g.create_string_parameter('ModelName', 'PtychoPINNv2')
 
 
 class PtychoPINNInferenceSettings(_SettingsGroup):
@@ -172,7 +204,8 @@ class PtychoPINNExecutionSettings(_SettingsGroup):
 
     ``Devices`` is a count (``1``) or a Lightning device string (``auto``, ``0,1``).
     Sentinels: 0 means unset for ``PrefetchFactor``, ``GradientClipVal``,
-    ``EarlyStopPatience`` and ``InferenceBatchSize``. The Lightning text progress bar is
+    ``EarlyStopPatience`` and ``InferenceBatchSize``; an empty ``MLflowTrackingURI`` is
+    the local store under the output directory. The Lightning text progress bar is
     off by default because Ptychodus shows its own progress.
     """
 
@@ -199,6 +232,12 @@ class PtychoPINNExecutionSettings(_SettingsGroup):
             'AccumulateGradBatches', 1, minimum=1, maximum=_INT_MAX
         )
         self.enable_progress_bar = g.create_boolean_parameter('EnableProgressBar', False)
+        self.check_val_every_n_epoch = g.create_integer_parameter(
+            'CheckValEveryNEpoch', 1, minimum=1, maximum=_INT_MAX
+        )
+        self.drop_last = g.create_boolean_parameter('DropLast', False)
+        self.scale_lr_with_batch = g.create_boolean_parameter('ScaleLRWithBatch', False)
+        self.mlflow_tracking_uri = g.create_string_parameter('MLflowTrackingURI', '')
         self.enable_checkpointing = g.create_boolean_parameter('EnableCheckpointing', True)
         self.checkpoint_save_top_k = g.create_integer_parameter(
             'CheckpointSaveTopK', 1, minimum=-1, maximum=_INT_MAX
@@ -261,6 +300,13 @@ def model_config_from_settings(
         pad_object=m.pad_object.get_value(),
         probe_scale=m.probe_scale.get_value(),
         gaussian_smoothing_sigma=m.gaussian_smoothing_sigma.get_value(),
+        eca_encoder=m.eca_encoder.get_value(),
+        cbam_encoder=m.cbam_encoder.get_value(),
+        cbam_bottleneck=m.cbam_bottleneck.get_value(),
+        cbam_decoder=m.cbam_decoder.get_value(),
+        eca_decoder=m.eca_decoder.get_value(),
+        spatial_decoder=m.spatial_decoder.get_value(),
+        decoder_spatial_kernel=m.decoder_spatial_kernel.get_value(),
     )
 
 
@@ -295,6 +341,16 @@ def training_config_from_settings(
         subsample_seed=None if seed < 0 else seed,
         sequential_sampling=t.sequential_sampling.get_value(),
         validation_fraction=t.validation_fraction.get_value(),
+        n_subsample=_none_if_zero(t.n_subsample.get_value()),
+        val_seed=None if t.val_seed.get_value() < 0 else t.val_seed.get_value(),
+        stage_1_epochs=t.stage_1_epochs.get_value(),
+        stage_2_epochs=t.stage_2_epochs.get_value(),
+        stage_3_epochs=t.stage_3_epochs.get_value(),
+        physics_weight_schedule=t.physics_weight_schedule.get_value(),
+        stage_3_lr_factor=t.stage_3_lr_factor.get_value(),
+        experiment_name=t.experiment_name.get_value(),
+        notes=t.notes.get_value(),
+        model_name=t.model_name.get_value(),
         output_dir=Path(output_dir),
         backend='pytorch',
     )
@@ -341,6 +397,10 @@ def execution_config_from_settings(settings: PtychoPINNSettings) -> ExecutionCon
         gradient_clip_val=_none_if_zero(e.gradient_clip_val.get_value()),
         accumulate_grad_batches=e.accumulate_grad_batches.get_value(),
         enable_progress_bar=e.enable_progress_bar.get_value(),
+        check_val_every_n_epoch=e.check_val_every_n_epoch.get_value(),
+        drop_last=e.drop_last.get_value(),
+        scale_lr_with_batch=e.scale_lr_with_batch.get_value(),
+        mlflow_tracking_uri=e.mlflow_tracking_uri.get_value() or None,
         enable_checkpointing=e.enable_checkpointing.get_value(),
         checkpoint_save_top_k=e.checkpoint_save_top_k.get_value(),
         checkpoint_monitor=e.checkpoint_monitor.get_value(),

@@ -1,232 +1,361 @@
 """Training command line: ``ptychopinn train`` (also ``ptychopinn-train`` and
 ``python -m ptychopinn_torch.train``).
 
-Flags -> ``TrainingConfig`` + ``ExecutionConfig`` -> ``ptychopinn.workflows`` (the backend
-dispatcher). Nothing here imports torch, so ``--help`` and flag errors answer at once.
+Flags (and ``--config FILE``) -> ``ModelConfig`` + ``TrainingConfig`` + ``ExecutionConfig``
+-> ``ptychopinn.workflows`` (the backend dispatcher). Defaults are the config dataclasses'
+own. Nothing here imports torch, so ``--help`` and flag errors answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 from ptychopinn import workflows
 from ptychopinn._io import file_sha256
 from ptychopinn.cli.common import (
+    TWIN_NOTE,
     CliArgumentParser,
+    ResolvedValues,
+    add_config_flags,
     add_execution_flags,
+    add_field_flag,
+    add_switch,
     build_or_exit,
+    check_accelerator,
     check_fresh_output_dir,
     check_input_file,
     command_line_process,
-    configure_console_logging,
+    integer,
+    non_negative_int,
+    number,
+    parse_command_line,
     positive_float,
     positive_int,
-    resolve_accelerator,
+    require,
+    resolve_values,
     run_reporting_errors,
+    text_value,
 )
-from ptychopinn.config import SUPPORTED_N, ExecutionConfig, ModelConfig, TrainingConfig
+from ptychopinn.config import (
+    CHECKPOINT_MODES,
+    DDP_BACKENDS,
+    GENERATORS,
+    LOGGERS,
+    LOSS_MODES,
+    MODEL_TYPES,
+    PHYSICS_WEIGHT_SCHEDULES,
+    SCHEDULERS,
+    STRATEGIES,
+    SUPPORTED_N,
+    ExecutionConfig,
+    ModelConfig,
+    TrainingConfig,
+)
 from ptychopinn.data import RawData
 
 PROG = "ptychopinn train"
+SECTIONS = ("model", "training", "execution")
+#: (section, field, flag) that must be set by a flag or the config file.
+REQUIRED = (("training", "train_data_file", "--train_data_file"),
+            ("training", "output_dir", "--output_dir"))
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    add_field_flag(p, "--train_data_file", section="training", name="train_data_file",
+                   type=Path, metavar="NPZ", default_text="required",
+                   help="Training NPZ dataset (specs/data_contract.md)")
+    add_field_flag(p, "--test_data_file", section="training", name="test_data_file",
+                   type=Path, metavar="NPZ", default_text="none: a seeded --val_split of "
+                   "the training groups",
+                   help="NPZ used for validation")
+    add_field_flag(p, "--output_dir", section="training", name="output_dir", type=Path,
+                   metavar="DIR", default_text="required",
+                   help="Directory for checkpoints, logs, the model bundle and "
+                        "resolved_config.yaml")
+    add_field_flag(p, "--init-model", section="training", name="init_model", type=Path,
+                   metavar="BUNDLE",
+                   help="Fine-tune: start from this trained bundle (its architecture must "
+                        "match the configured one); the new bundle records its SHA-256")
+    add_field_flag(p, "--fine_tune_gamma", section="training", name="fine_tune_gamma",
+                   type=number, metavar="FACTOR",
+                   help="Learning-rate factor when fine-tuning with --init-model, in (0, 1]")
+    p.add_argument("--resume", action="store_true",
+                   help="Continue the training in --output_dir from its "
+                        "checkpoints/last.ckpt (an error if there is none, or if it was "
+                        "trained with other architecture flags; a finished run is left "
+                        "as it is)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Train into an --output_dir that holds an earlier run: its "
+                        "checkpoints are deleted once every check has passed, its bundle "
+                        "replaced when the new one is written. Without --overwrite or "
+                        "--resume such a directory is refused")
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    add_field_flag(p, "--max_epochs", "--nepochs", section="training", name="nepochs",
+                   type=positive_int, metavar="INT", help="Maximum training epochs")
+    add_field_flag(p, "--n_images", "--n_groups", section="training", name="n_groups",
+                   type=positive_int, metavar="INT",
+                   help="Number of diffraction groups to train on")
+    add_field_flag(p, "--n_subsample", section="training", name="n_subsample",
+                   type=positive_int, metavar="INT",
+                   help="Scan positions drawn (seeded by --subsample_seed) from the training "
+                        "data before grouping; the indices are written to <output_dir>/"
+                        "subsample_seed<seed>_indices.txt (none: every position)")
+    add_field_flag(p, "--subsample_seed", section="training", name="subsample_seed",
+                   type=non_negative_int, metavar="INT",
+                   help="Seed of the position subsample and of the group sampling")
+    add_switch(p, ["--sequential_sampling"], ["--no-sequential_sampling"], section="training",
+               name="sequential_sampling",
+               help_on="Take positions in scan order instead of sampling them",
+               help_off="Sample positions at random (seeded)")
+    add_field_flag(p, "--batch_size", section="training", name="batch_size",
+                   type=positive_int, metavar="INT",
+                   help="Training batch size in groups; also the default inference batch size")
+    add_field_flag(p, "--nphotons", section="training", name="nphotons", type=positive_float,
+                   metavar="FLOAT", default_text="from the data",
+                   help="Photons per pattern for the Poisson scale")
+    add_field_flag(p, "--neighbor_count", section="training", name="neighbor_count",
+                   type=positive_int, metavar="INT", default_text="max(4, gridsize**2)",
+                   help="Nearest neighbours to draw each group from")
+    add_field_flag(p, "--torch-loss-mode", "--loss_mode", section="training", name="loss_mode",
+                   choices=LOSS_MODES,
+                   help="poisson: Poisson NLL on counts (physics); mae: amplitude MAE only")
+    add_field_flag(p, "--val_split", "--validation_fraction", section="training",
+                   name="validation_fraction", type=number, metavar="FRACTION",
+                   help="Share of the training groups held out for validation when there is "
+                        "no --test_data_file, in [0, 1)")
+    add_field_flag(p, "--val_seed", section="training", name="val_seed",
+                   type=non_negative_int, metavar="INT",
+                   help="Seed of the train/validation split")
+    for stage, meaning in ((1, "amplitude MAE only"),
+                           (2, "the MAE -> Poisson transition (--physics_weight_schedule)"),
+                           (3, "Poisson only, learning rate x --stage_3_lr_factor")):
+        add_field_flag(p, f"--stage_{stage}_epochs", section="training",
+                       name=f"stage_{stage}_epochs", type=non_negative_int, metavar="INT",
+                       help=f"Epochs of training stage {stage}: {meaning}; all three 0 = no "
+                            "stages")
+    add_field_flag(p, "--physics_weight_schedule", section="training",
+                   name="physics_weight_schedule", choices=PHYSICS_WEIGHT_SCHEDULES,
+                   help="Shape of the stage-2 rise of the physics-loss weight from 0 to 1")
+    add_field_flag(p, "--stage_3_lr_factor", section="training", name="stage_3_lr_factor",
+                   type=number, metavar="FACTOR",
+                   help="Learning-rate factor during stage 3, in (0, 1]")
+    add_field_flag(p, "--experiment_name", section="training", name="experiment_name",
+                   type=text_value, metavar="NAME", help="MLflow experiment (--logger mlflow)")
+    add_field_flag(p, "--notes", section="training", name="notes", type=text_value,
+                   metavar="TEXT", default_text="empty",
+                   help="MLflow run notes (mlflow.note.content tag)")
+    add_field_flag(p, "--model_name", section="training", name="model_name", type=text_value,
+                   metavar="NAME", help="MLflow model_name tag")
+    add_switch(p, ["--debug"], ["--no-debug"], section="training", name="debug",
+               help_on="Progress bars and debug-level log lines during training, even "
+                       "with --quiet",
+               help_off="Normal verbosity")
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    add_field_flag(p, "--N", section="model", name="N", type=int, choices=SUPPORTED_N,
+                   default_text="from the data", help="Pattern size in pixels")
+    add_field_flag(p, "--gridsize", section="model", name="gridsize", type=positive_int,
+                   metavar="INT",
+                   help="Group side: gridsize**2 neighbouring patterns per group")
+    add_field_flag(p, "--model_type", section="model", name="model_type", choices=MODEL_TYPES,
+                   help="pinn (unsupervised, physics loss) or supervised (needs labels)")
+    add_field_flag(p, "--generator", section="model", name="generator", choices=GENERATORS,
+                   help="Network layout: unet (probe back-projection + U-Net) or cnn "
+                        "(legacy encoder/decoder)")
+    add_field_flag(p, "--n_filters_scale", section="model", name="n_filters_scale",
+                   type=positive_int, metavar="INT",
+                   help="Multiplies every convolution width (1 is ~4x cheaper, for CPUs)")
+    for name, where in (("eca_encoder", "efficient channel attention after each encoder "
+                         "level"),
+                        ("cbam_encoder", "CBAM after each encoder level"),
+                        ("cbam_bottleneck", "CBAM in the bottleneck"),
+                        ("cbam_decoder", "CBAM after each decoder level"),
+                        ("eca_decoder", "efficient channel attention after each decoder "
+                         "level"),
+                        ("spatial_decoder", "spatial attention after each decoder level")):
+        add_switch(p, [f"--{name}"], [f"--no-{name}"], section="model", name=name,
+                   help_on=f"Add {where}", help_off=f"No {name.replace('_', ' ')} attention")
+    add_field_flag(p, "--decoder_spatial_kernel", section="model",
+                   name="decoder_spatial_kernel", type=positive_int, metavar="PX",
+                   help="Odd side of the decoder's spatial-attention kernel, pixels")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    add_execution_flags(p, inference=False)
+    add_field_flag(p, "--devices", section="execution", name="devices", metavar="INT|auto",
+                   help="Devices per node, or auto")
+    add_field_flag(p, "--num-nodes", section="execution", name="num_nodes", type=positive_int,
+                   metavar="INT",
+                   help="Nodes of a multi-node DDP run (Lightning reads the launcher's "
+                        "environment; README shows torchrun and SLURM)")
+    add_field_flag(p, "--strategy", section="execution", name="strategy", choices=STRATEGIES,
+                   help="Distributed strategy")
+    for name, meaning in (("ddp_find_unused_parameters",
+                           "DDP looks for parameters without gradients every step"),
+                          ("ddp_static_graph", "DDP assumes the same graph every step"),
+                          ("ddp_gradient_as_bucket_view",
+                           "DDP gradients are views into its communication buckets")):
+        add_switch(p, [f"--{name}"], [f"--no-{name}"], section="execution", name=name,
+                   help_on=meaning, help_off=f"not: {meaning}")
+    add_field_flag(p, "--ddp_backend", section="execution", name="ddp_backend",
+                   choices=DDP_BACKENDS, default_text="nccl with CUDA, else gloo",
+                   help="DDP process-group backend")
+    add_switch(p, ["--deterministic"], ["--no-deterministic"], section="execution",
+               name="deterministic",
+               help_on="Deterministic training for reproducibility",
+               help_off="Disable deterministic training (may be faster; not reproducible)")
+    add_switch(p, ["--drop_last"], ["--no-drop_last"], section="execution", name="drop_last",
+               help_on="Drop the last, incomplete training batch of each epoch",
+               help_off="Keep the last, incomplete training batch")
+    add_field_flag(p, "--learning-rate", section="execution", name="learning_rate",
+                   type=positive_float, metavar="FLOAT",
+                   help="Adam learning rate (typical 1e-5 to 1e-2)")
+    add_switch(p, ["--scale_lr_with_batch"], ["--no-scale_lr_with_batch"],
+               section="execution", name="scale_lr_with_batch",
+               help_on="Multiply the learning rate by sqrt(devices x nodes x "
+                       "accumulate-grad-batches) (effective over per-device batch)",
+               help_off="Use the learning rate as given")
+    add_field_flag(p, "--scheduler", section="execution", name="scheduler", choices=SCHEDULERS,
+                   help="Learning-rate schedule (Default = constant)")
+    add_field_flag(p, "--accumulate-grad-batches", section="execution",
+                   name="accumulate_grad_batches", type=positive_int, metavar="INT",
+                   help="Accumulate gradients over this many batches")
+    add_field_flag(p, "--gradient_clip_val", section="execution", name="gradient_clip_val",
+                   type=positive_float, metavar="FLOAT", help="Gradient-norm bound")
+    add_field_flag(p, "--check_val_every_n_epoch", section="execution",
+                   name="check_val_every_n_epoch", type=positive_int, metavar="INT",
+                   help="Validate every this many epochs")
+    add_switch(p, ["--enable-checkpointing"], ["--disable-checkpointing"],
+               section="execution", name="enable_checkpointing",
+               help_on="Save checkpoints (last.ckpt every epoch, plus the best)",
+               help_off="Save no checkpoints at all")
+    add_field_flag(p, "--checkpoint-save-top-k", section="execution",
+                   name="checkpoint_save_top_k", type=integer, metavar="INT",
+                   help="Best checkpoints to keep: 1 = best only, -1 = all, 0 = none (only "
+                        "last.ckpt)")
+    add_field_flag(p, "--checkpoint-monitor", section="execution", name="checkpoint_monitor",
+                   metavar="METRIC",
+                   help="Metric for checkpoint selection, early stopping and Adaptive; val_* "
+                        "falls back to train_* without validation data; the seeds' "
+                        "poisson_val_loss / poisson_train_loss mean val_loss / train_loss")
+    add_field_flag(p, "--checkpoint-mode", section="execution", name="checkpoint_mode",
+                   choices=CHECKPOINT_MODES, help="min for losses, max for scores")
+    add_field_flag(p, "--early-stop-patience", section="execution", name="early_stop_patience",
+                   type=positive_int, metavar="INT",
+                   help="Epochs without improvement before stopping")
+    add_field_flag(p, "--logger", section="execution", name="logger", choices=LOGGERS,
+                   help="Metrics logger: csv (<output_dir>/lightning_logs/version_N/"
+                        "metrics.csv), tensorboard, mlflow (--mlflow-tracking-uri), none")
+    p.add_argument("--disable_mlflow", action="store_true",
+                   help="DEPRECATED: use --logger none (and --quiet)")
+    add_field_flag(p, "--seed", section="execution", name="seed", type=integer, metavar="INT",
+                   help="Random seed (seed_everything, shuffling, PYTHONHASHSEED)")
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The training command line's parser (every flag, its default and help)."""
     p = CliArgumentParser(
         prog=prog,
-        description="Train a PtychoPINN model (PyTorch Lightning) on a data-contract NPZ.",
+        description="Train a PtychoPINN model (PyTorch Lightning) on a data-contract NPZ. "
+                    "Defaults are those of the configs (specs/configuration.md).",
+        epilog=TWIN_NOTE + "; every execution flag also answers to --torch-<flag>.",
     )
-    p.add_argument("--train_data_file", type=Path, required=True,
-                   help="Path to the training NPZ dataset (required).")
-    p.add_argument("--test_data_file", type=Path, default=None,
-                   help="Optional NPZ used for validation (default: a seeded 5%% split).")
-    p.add_argument("--output_dir", type=Path, required=True,
-                   help="Directory for checkpoints, logs and the model bundle (required).")
-    p.add_argument("--max_epochs", type=positive_int, default=100,
-                   help="Maximum training epochs (default: 100).")
-    p.add_argument("--n_images", type=positive_int, default=512,
-                   help="Number of diffraction groups to train on (default: 512).")
-    p.add_argument("--gridsize", type=positive_int, default=2,
-                   help="Group side: gridsize**2 neighbouring patterns per group (default: 2).")
-    p.add_argument("--batch_size", type=positive_int, default=4,
-                   help="Training batch size in groups (default: 4).")
-    p.add_argument("--N", type=int, choices=(64, 128, 256), default=None,
-                   help="Pattern size (default: taken from the data).")
-    p.add_argument("--model_type", choices=("pinn", "supervised"), default="pinn",
-                   help="pinn (unsupervised, physics loss) or supervised (needs labels). "
-                        "Default: pinn.")
-    p.add_argument("--generator", choices=("unet", "cnn"), default="unet",
-                   help="Network layout: unet (probe back-projection + U-Net, default) or "
-                        "cnn (legacy encoder/decoder).")
-    p.add_argument("--n_filters_scale", type=positive_int, default=2,
-                   help="Multiplies every convolution width (default: 2; 1 is ~4x "
-                        "cheaper, for CPUs).")
-    p.add_argument("--torch-loss-mode", dest="loss_mode", choices=("poisson", "mae"),
-                   default="poisson",
-                   help="poisson: Poisson NLL on counts (physics); mae: amplitude MAE only. "
-                        "Default: poisson.")
-    p.add_argument("--nphotons", type=positive_float, default=None,
-                   help="Photons per pattern for the Poisson scale (default: from the data).")
-    p.add_argument("--neighbor_count", type=positive_int, default=None,
-                   help="Nearest neighbours to draw each group from "
-                        "(default: max(4, gridsize**2)).")
-    add_execution_flags(p, inference=False)
-    p.add_argument("--devices", default="1",
-                   help="Number of devices, or 'auto' (default: 1).")
-    p.add_argument("--strategy", choices=("auto", "ddp", "ddp_spawn"), default="auto",
-                   help="Distributed strategy (default: auto).")
-    p.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
-                   help="Deterministic training for reproducibility (default: enabled).")
-    p.add_argument("--no-deterministic", dest="deterministic", action="store_false",
-                   help="Disable deterministic training (may be faster; not reproducible).")
-    p.add_argument("--learning-rate", dest="learning_rate", type=positive_float, default=1e-3,
-                   help="Adam learning rate (default: 1e-3; typical 1e-5 to 1e-2).")
-    p.add_argument("--scheduler",
-                   choices=("Default", "Exponential", "MultiStage", "Adaptive", "WarmupCosine"),
-                   default="Default",
-                   help="Learning-rate schedule (default: Default = constant).")
-    p.add_argument("--accumulate-grad-batches", dest="accumulate_grad_batches",
-                   type=positive_int, default=1,
-                   help="Accumulate gradients over this many batches (default: 1).")
-    p.add_argument("--enable-checkpointing", dest="enable_checkpointing", action="store_true",
-                   default=True, help="Save checkpoints (default: enabled).")
-    p.add_argument("--disable-checkpointing", dest="enable_checkpointing",
-                   action="store_false", help="Do not save checkpoints.")
-    p.add_argument("--checkpoint-save-top-k", dest="checkpoint_save_top_k", type=int, default=1,
-                   help="Best checkpoints to keep (1 = best only, -1 = all, 0 = only last). "
-                        "Default: 1.")
-    p.add_argument("--checkpoint-monitor", dest="checkpoint_monitor", default="val_loss",
-                   help="Metric for checkpoint selection (default: val_loss; falls back to "
-                        "train_loss without validation data).")
-    p.add_argument("--checkpoint-mode", dest="checkpoint_mode", choices=("min", "max"),
-                   default="min", help="min for losses, max for scores (default: min).")
-    p.add_argument("--early-stop-patience", dest="early_stop_patience", type=positive_int,
-                   default=100, help="Epochs without improvement before stopping "
-                                     "(default: 100).")
-    p.add_argument("--logger", choices=("csv", "tensorboard", "mlflow", "none"), default="csv",
-                   help="Metrics logger: csv (<output_dir>/lightning_logs/version_N/"
-                        "metrics.csv, default), tensorboard, mlflow (local store under "
-                        "output_dir), none.")
-    p.add_argument("--disable_mlflow", action="store_true",
-                   help="DEPRECATED: use --logger none (and --quiet).")
-    p.add_argument("--seed", type=int, default=42, help="Random seed (default: 42).")
-    p.add_argument("--resume", action="store_true",
-                   help="Continue the training in --output_dir from its "
-                        "checkpoints/last.ckpt (an error if there is none, or if it was "
-                        "trained with other architecture flags; a finished run is left "
-                        "as it is).")
-    p.add_argument("--overwrite", action="store_true",
-                   help="Train into an --output_dir that holds an earlier run: its "
-                        "checkpoints are deleted once every check has passed, its bundle "
-                        "replaced when the new one is written. Without --overwrite or "
-                        "--resume such a directory is refused.")
+    add_config_flags(p, PROG)
+    _add_data_flags(p)
+    _add_training_flags(p)
+    _add_model_flags(p)
+    _add_run_flags(p)
     return p
 
 
-def configs_from_args(
-    args: argparse.Namespace, N: int
+def _devices(value: object) -> object:
+    if isinstance(value, str) and value != "auto":
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def configs_from_values(
+    resolved: ResolvedValues, N: int | None = None
 ) -> tuple[TrainingConfig, ExecutionConfig]:
-    """The configs a parsed command line describes (ConfigError on invalid values)."""
-    logger_kind = "none" if args.disable_mlflow else args.logger
-    devices: int | str = args.devices if args.devices == "auto" else _int_or_text(args.devices)
-    model = ModelConfig(N=N, gridsize=args.gridsize, model_type=args.model_type,
-                        generator=args.generator, n_filters_scale=args.n_filters_scale)
-    training = TrainingConfig(
-        model=model,
-        train_data_file=args.train_data_file,
-        test_data_file=args.test_data_file,
-        n_groups=args.n_images,
-        batch_size=args.batch_size,
-        nepochs=args.max_epochs,
-        nphotons=args.nphotons,
-        neighbor_count=args.neighbor_count or max(4, model.C),
-        loss_mode=args.loss_mode,
-        output_dir=args.output_dir,
-    )
-    execution = ExecutionConfig(
-        accelerator=resolve_accelerator(args),
-        devices=devices,
-        strategy=args.strategy,
-        deterministic=args.deterministic,
-        num_workers=args.num_workers,
-        learning_rate=args.learning_rate,
-        scheduler=args.scheduler,
-        accumulate_grad_batches=args.accumulate_grad_batches,
-        enable_progress_bar=not args.quiet,
-        enable_checkpointing=args.enable_checkpointing,
-        checkpoint_save_top_k=args.checkpoint_save_top_k,
-        checkpoint_monitor=args.checkpoint_monitor,
-        checkpoint_mode=args.checkpoint_mode,
-        early_stop_patience=args.early_stop_patience,
-        logger=logger_kind,
-        seed=args.seed,
-    )
-    return training, execution
+    """The configs resolved values describe (ConfigError on invalid values); ``N`` is
+    the data's pattern size, used unless --N or the file sets one."""
+    model_values = dict(resolved.values["model"])
+    if "N" not in model_values and N is not None:
+        model_values["N"] = N
+    model = ModelConfig(**model_values)
+    training = TrainingConfig(model=model, **resolved.values["training"])
+    execution_values = dict(resolved.values["execution"])
+    if "devices" in execution_values:
+        execution_values["devices"] = _devices(execution_values["devices"])
+    return training, ExecutionConfig(**execution_values)
 
 
-def _int_or_text(text: str) -> int | str:
-    try:
-        return int(text)
-    except ValueError:
-        return text
+def configs_from_args(
+    args: argparse.Namespace, N: int | None = None, parser: argparse.ArgumentParser | None = None
+) -> tuple[TrainingConfig, ExecutionConfig]:
+    """The configs a parsed command line (and its --config file) describes."""
+    resolved = resolve_values(parser or build_parser(), args, SECTIONS)
+    return configs_from_values(resolved, N)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Command-line entry point; returns the process exit code.
 
-    Order (specs/errors.md): flags and configs, accelerator, input files, data contract,
-    pattern size, output directory (writable; earlier outputs only with --resume or
-    --overwrite); then the workflow checks data, memory, resume point and the lock
-    before training starts.
+    Order (specs/errors.md): flags, config file and configs, accelerator, input files,
+    data contract, pattern size, output directory (writable; earlier outputs only with
+    --resume or --overwrite); then the workflow checks data, memory, resume point and the
+    lock before training starts.
     """
     with command_line_process(prog):
         return _run(argv, prog)
 
 
 def _run(argv: list[str] | None, prog: str) -> int:
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    configure_console_logging(args.quiet)
+    parser, args, resolved = parse_command_line(build_parser, argv, prog, SECTIONS)
+    require(parser, resolved, REQUIRED)
     if args.resume and args.overwrite:
         parser.error("--resume continues the run in --output_dir and --overwrite replaces "
                      "it; give one of them")
-    if args.disable_mlflow:  # warned here, once (the configs are built twice)
-        warnings.warn("--disable_mlflow is deprecated; use --logger none (and --quiet).",
-                      DeprecationWarning, stacklevel=1)
-    # Validate every flag before touching the data (N is checked once it is known).
+    # Validate every value before touching the data (N is checked once it is known).
     pre_training, pre_execution = build_or_exit(
-        parser, lambda: configs_from_args(args, N=args.N or SUPPORTED_N[0]))
-    problem = workflows.accelerator_problem_with_backend(pre_execution.accelerator,
-                                                         pre_training.backend)
-    if problem is not None:
-        parser.error(f"argument --accelerator: {problem}")
-    check_input_file(parser, "--train_data_file", args.train_data_file)
-    check_input_file(parser, "--test_data_file", args.test_data_file)
+        parser, lambda: configs_from_values(resolved, N=SUPPORTED_N[0]), resolved)
+    check_accelerator(parser, resolved, pre_execution.accelerator, pre_training.backend)
+    for flag, path in (("--train_data_file", pre_training.train_data_file),
+                       ("--test_data_file", pre_training.test_data_file)):
+        check_input_file(parser, flag, path)
+    if pre_training.init_model is not None and not pre_training.init_model.exists():
+        parser.error(f"--init-model {pre_training.init_model}: no such file")
     train_data, test_data = run_reporting_errors(parser, lambda: (
-        RawData.from_file(args.train_data_file),
-        RawData.from_file(args.test_data_file) if args.test_data_file else None,
-    ))
-    if args.N is None and train_data.N not in SUPPORTED_N:
+        RawData.from_file(pre_training.train_data_file),
+        RawData.from_file(pre_training.test_data_file) if pre_training.test_data_file
+        else None,
+    ), resolved)
+    if resolved.get("model", "N") is None and train_data.N not in SUPPORTED_N:
         parser.error(
-            f"--train_data_file {args.train_data_file} has {train_data.N}x{train_data.N} "
-            f"patterns; PtychoPINN supports {', '.join(map(str, SUPPORTED_N))} px patterns: "
-            "crop or resample the patterns and the probe to one of these sizes"
+            f"--train_data_file {pre_training.train_data_file} has {train_data.N}x"
+            f"{train_data.N} patterns; PtychoPINN supports "
+            f"{', '.join(map(str, SUPPORTED_N))} px patterns: crop or resample the patterns "
+            "and the probe to one of these sizes"
         )
     training, execution = build_or_exit(
-        parser, lambda: configs_from_args(args, N=args.N or train_data.N)
-    )
-    check_fresh_output_dir(parser, "--output_dir", args.output_dir,
+        parser, lambda: configs_from_values(resolved, N=train_data.N), resolved)
+    check_fresh_output_dir(parser, "--output_dir", training.output_dir,
                            overwrite=args.overwrite, resume=args.resume)
     result = run_reporting_errors(parser, lambda: workflows.train_cdi_model_with_backend(
         train_data, test_data, training, execution, resume=args.resume,
-        overwrite=args.overwrite))
+        overwrite=args.overwrite), resolved)
     if result.already_complete:
-        print(f"{prog}: training in {args.output_dir} is already complete "
+        print(f"{prog}: training in {training.output_dir} is already complete "
               f"({result.summary.get('epochs_completed')} of --max_epochs "
-              f"{args.max_epochs}); the bundle was left unchanged. Resume with a larger "
+              f"{training.nepochs}); the bundle was left unchanged. Resume with a larger "
               "--max_epochs to train further", file=sys.stderr)
     if result.bundle_path is not None:
         print(f"bundle_path: {result.bundle_path}")
