@@ -39,6 +39,7 @@ __all__ = [
     "check_output_file",
     "existing_outputs",
     "file_sha256",
+    "launched_worker",
     "output_dir_lock",
     "save_failure",
 ]
@@ -251,6 +252,13 @@ def save_failure(path: str | os.PathLike[str], exc: OSError) -> SaveError:
     else:
         hint = "check the disk and run again"
     return SaveError(f"could not write {path}: {reason}; {hint}. Earlier files are intact")
+
+
+def launched_worker() -> bool:
+    """True in the extra processes a DDP launcher (Lightning, torchrun) starts: they re-run
+    the command with LOCAL_RANK / NODE_RANK set. Only the launching process checks and
+    locks the output directory; the others write into the one it prepared."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
 
 
 @contextmanager

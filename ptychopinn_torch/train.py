@@ -28,7 +28,12 @@ from typing import Any
 import lightning as L
 import torch
 
-from ptychopinn._io import atomic_write_text, check_output_dir, output_dir_lock
+from ptychopinn._io import (
+    atomic_write_text,
+    check_output_dir,
+    launched_worker,
+    output_dir_lock,
+)
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.config_file import CONFIG_FILENAME, write_config_file
 from ptychopinn.data import DataContractError, RawData
@@ -151,7 +156,7 @@ def train(
     resume_point = find_resume_point(config) if resume else None
     execution.log_advisories()
     with _debug_logging(config.debug):
-        if _launched_worker():  # a DDP worker process; its launcher holds the lock
+        if launched_worker():  # a DDP worker process; its launcher holds the lock
             run = _prepare(train_data, test_data, config, execution, epoch_callback, parent)
             return _fit(run, config, execution, resume_point, write_bundle)
         with ExitStack() as lock:
@@ -172,12 +177,6 @@ def train(
                 # Only now: every check has passed, so a refused run deletes nothing.
                 shutil.rmtree(output_dir / CHECKPOINT_DIRNAME, ignore_errors=True)
             return _fit(run, config, execution, resume_point, write_bundle)
-
-
-def _launched_worker() -> bool:
-    """True in the extra processes Lightning's DDP launcher starts (they re-run the
-    command with LOCAL_RANK / NODE_RANK set); only the launching process locks."""
-    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
 
 
 def _completed_run(

@@ -380,14 +380,16 @@ CASES = [
     C("train-missing-required", "train", ("--output_dir", OUT), 2, "required: --train_data_file"),
     C("train-unknown-flag", "train", train_args("--epochs", "3"), 2, "unrecognized arguments"),
     C("train-lr-negative-exponent", "train", train_args("--learning-rate", "-1e-3"), 2,
-      "argument --learning-rate: must be a finite number > 0, got -1e-3"),
+      "--learning-rate/--torch-learning-rate/--learning_rate/--torch_learning_rate: must be a "
+      "finite number > 0, got -1e-3"),
     C("train-lr-zero", "train", train_args("--learning-rate", "0"), 2, "--learning-rate"),
     C("train-lr-nan", "train", train_args("--learning-rate", "nan"), 2, "--learning-rate"),
     C("train-lr-negative-inf", "train", train_args("--learning-rate", "-inf"), 2,
-      "--learning-rate: must be a finite number > 0"),
-    C("train-epochs-zero", "train", train_args("--max_epochs", "0"), 2, "--max_epochs: must be >= 1"),
+      "must be a finite number, got -inf"),
+    C("train-epochs-zero", "train", train_args("--max_epochs", "0"), 2,
+      "argument --max_epochs/--nepochs/--max-epochs: must be >= 1, got 0"),
     C("train-epochs-negative", "train", train_args("--max_epochs", "-5"), 2,
-      "--max_epochs: must be >= 1, got -5"),
+      "--max_epochs/--nepochs/--max-epochs: must be >= 1, got -5"),
     C("train-batch-text", "train", train_args("--batch_size", "abc"), 2, "expected an integer"),
     C("train-seed-negative", "train", train_args("--seed", "-1"), 2, "--seed"),
     C("train-seed-too-large", "train", train_args("--seed", str(2**32)), 2, "--seed"),
@@ -464,8 +466,8 @@ CASES = [
       out="under_file"),
     C("train-output-unwritable", "train", train_args(), 2, "is not writable", out="unwritable"),
     C("train-output-holds-earlier-run", "train", train_args(overwrite=False), 2,
-      "already holds earlier outputs (checkpoints/, ptychopinn_model.zip); pass --resume to "
-      "continue that training, --overwrite to replace it"),
+      "already holds earlier outputs (checkpoints/, ptychopinn_model.zip, resolved_config.yaml); "
+      "pass --resume to continue that training, --overwrite to replace it"),
     C("train-output-locked", "train", train_args(), 2,
       "is in use by another training (process 4242 on lab-pc", out="locked"),
     # ------------------------------------------------------------------ train: resume
@@ -490,10 +492,10 @@ CASES = [
     # ------------------------------------------------------------------ infer: flags, files
     C("infer-missing-required", "infer", ("--test_data", D("good")), 2, "required"),
     C("infer-batch-negative", "infer", infer_args("--inference-batch-size", "-4"), 2,
-      "--inference-batch-size: must be >= 1, got -4"),
+      "--torch_inference_batch_size: must be >= 1, got -4"),
     C("infer-n-images-zero", "infer", infer_args("--n_images", "0"), 2, "--n_images"),
     C("infer-tpu", "infer", infer_args("--accelerator", "tpu"), 2,
-      "inference on TPU is not supported"),
+      "invalid choice: 'tpu' (choose from 'auto', 'cpu', 'gpu', 'cuda', 'mps')"),
     C("infer-data-missing", "infer", infer_args(data="does_not_exist"), 2, "no such file"),
     C("infer-data-directory", "infer", infer_args(data="directory"), 2, "is a directory"),
     C("infer-data-other-N", "infer", infer_args(data="n128"), 2,
@@ -511,7 +513,7 @@ CASES = [
     # ------------------------------------------------------------------ infer: model files
     C("infer-model-missing", "infer", infer_args(model="missing"), 2, "does not exist"),
     C("infer-model-dir-without-model", "infer", infer_args(model="directory_without_model"), 2,
-      "holds no model: expected ptychopinn_model.zip or checkpoints/last.ckpt"),
+      "holds no model: expected one of ptychopinn_model.zip, checkpoints/last.ckpt"),
     C("infer-model-not-zip", "infer", infer_args(model="not_zip"), 2, "is not a zip archive"),
     C("infer-model-zip-without-manifest", "infer", infer_args(model="zip_without_manifest"), 2,
       "not a PtychoPINN model bundle"),
@@ -551,7 +553,7 @@ CASES = [
     C("infer-output-unwritable", "infer", infer_args(), 2, "is not writable", out="unwritable"),
     C("infer-output-holds-earlier-run", "infer", infer_args(overwrite=False), 2,
       "already holds earlier outputs (metrics.json, reconstructed_amplitude.png, "
-      "reconstructed_phase.png, reconstruction.npz); pass --overwrite to replace them"),
+      "reconstructed_phase.png, reconstruction.npz, ...); pass --overwrite to replace them"),
     C("infer-output-locked", "infer", infer_args(), 2, "is in use by another training",
       out="locked"),
     # ------------------------------------------------------------------ simulate

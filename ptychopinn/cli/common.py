@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ptychopinn._io import check_output_dir, existing_outputs
+from ptychopinn._io import check_output_dir, existing_outputs, launched_worker
 from ptychopinn.config import ConfigError
 from ptychopinn.config_file import SECTION_CLASSES, read_config_file, section_fields
 from ptychopinn.errors import InputError, InputWarning, RuntimeFault
@@ -151,7 +151,7 @@ def check_fresh_output_dir(
     """Exit 2 unless ``path`` can be written and holds no earlier outputs, or the user
     chose what happens to them (``--overwrite``, or ``--resume`` where it exists)."""
     run_reporting_errors(parser, lambda: check_output_dir(path, flag))
-    if overwrite or resume:
+    if overwrite or resume or launched_worker():  # a DDP worker: its launcher checked
         return
     entries = existing_outputs(path)
     if entries:
