@@ -9,6 +9,7 @@ command lines get the same checks.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from ptychopinn.data import (
     check_positions,
     warn_if_counts,
 )
-from ptychopinn.errors import InputError
+from ptychopinn.errors import InputError, InputWarning
 from ptychopinn.grouping import mean_total_counts
 from ptychopinn.resources import available_memory_bytes, format_bytes, memory_shortfall
 from ptychopinn_torch.bundle import BundleError, load_lightning_checkpoint
@@ -40,6 +41,7 @@ __all__ = [
     "check_scan",
     "check_training_resources",
     "find_resume_point",
+    "warn_if_photons_disagree",
 ]
 
 # Training keeps weights, gradients and Adam's two moments per parameter (float32).
@@ -86,6 +88,32 @@ def check_scan(raw: RawData, model: ModelConfig, what: str, *, training: bool) -
             "sqrt(photon counts)",
         )
     warn_if_counts(raw, what)
+
+
+#: Ratio between the data's photons per pattern and ``nphotons`` beyond which the
+#: Poisson loss is scaled orders of magnitude away from the data.
+PHOTON_MISMATCH_FACTOR = 1e3
+
+
+def warn_if_photons_disagree(raw: RawData, nphotons: float | None, what: str) -> None:
+    """Warn when ``nphotons`` (the Poisson scale) and the photons the data hold differ by
+    more than :data:`PHOTON_MISMATCH_FACTOR`: the usual sign of counts given as
+    amplitude (the data then hold about counts**2) or of a mistyped ``--nphotons``."""
+    if nphotons is None:
+        return
+    held = mean_total_counts(raw.diffraction)
+    ratio = held / nphotons
+    if 1 / PHOTON_MISMATCH_FACTOR <= ratio <= PHOTON_MISMATCH_FACTOR:
+        return
+    warnings.warn(
+        f"the {what} data hold {held:.3g} photons per pattern (sum of amplitude**2) but "
+        f"--nphotons is {nphotons:.3g}: the Poisson loss is scaled {ratio:.3g}x away from "
+        "the data. If the file holds counts, convert it with ptychopinn.data."
+        "counts_to_amplitude; otherwise check --nphotons (or leave it out: it is then "
+        "taken from the data)",
+        InputWarning,
+        stacklevel=2,
+    )
 
 
 # --------------------------------------------------------------------------- memory

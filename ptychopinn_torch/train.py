@@ -52,6 +52,7 @@ from ptychopinn_torch.preflight import (
     check_scan,
     check_training_resources,
     find_resume_point,
+    warn_if_photons_disagree,
 )
 from ptychopinn_torch.trainer import (
     CHECKPOINT_DIRNAME,
@@ -90,6 +91,7 @@ def check_training_inputs(
     for name, raw in (("training", train_data), ("test", test_data)):
         if raw is not None:
             check_scan(raw, config.model, name, training=True)
+    warn_if_photons_disagree(train_data, config.nphotons, "training")
     if config.model.model_type == "supervised":
         for name, raw in (("training", train_data), ("test", test_data)):
             if raw is not None and raw.labels is None:

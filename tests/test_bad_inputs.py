@@ -487,6 +487,8 @@ CASES = [
     # ------------------------------------------------------------------ train: accepted, warned
     C("train-counts-not-amplitude", "train", train_args(data="counts"), 0,
       "warning: the training diffraction looks like photon counts, not amplitude", out="absent"),
+    C("train-nphotons-far-from-data", "train", train_args("--nphotons", "1e12"), 0,
+      "but --nphotons is 1e+12: the Poisson loss is scaled", out="absent"),
     C("train-duplicated-positions", "train", train_args(data="mostly_duplicated"), 0,
       "warning: 18 of the 36 training scan positions repeat another position", out="absent"),
     # ------------------------------------------------------------------ infer: flags, files

@@ -70,6 +70,17 @@ def test_photon_scale_range_and_zero():
         check_photon_scale(0.0, "the data", "fix it")
 
 
+def test_nphotons_far_from_the_data_warns(tiny_raw):
+    held = float((tiny_raw.diffraction.astype(np.float64) ** 2).sum(axis=(1, 2)).mean())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        preflight.warn_if_photons_disagree(tiny_raw, None, "training")
+        preflight.warn_if_photons_disagree(tiny_raw, held * 10, "training")
+    # counts given as amplitude hold about counts**2 photons: far above the true count
+    with pytest.warns(InputWarning, match=r"--nphotons is .* scaled 1e\+04x away"):
+        preflight.warn_if_photons_disagree(tiny_raw, held / 1e4, "training")
+
+
 # ------------------------------------------------------------------ positions
 def test_identical_positions_warn_with_gridsize_1(tiny_raw):
     raw = dataclasses.replace(tiny_raw, xcoords=np.full(36, 50.0), ycoords=np.full(36, 50.0))
