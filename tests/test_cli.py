@@ -223,14 +223,15 @@ def test_no_deprecation_warning_without_legacy_flags():
 
 def test_disable_mlflow_is_deprecated_and_means_logger_none():
     args = train_cli.build_parser().parse_args(_train_argv("--disable_mlflow"))
-    _, execution = train_cli.configs_from_args(args, N=64)
+    with pytest.warns(DeprecationWarning, match="--logger none"):
+        _, execution = train_cli.configs_from_args(args, N=64)
     assert execution.logger == "none"
     # It overrides an explicit --logger too (it can only ever mean "no tracking").
     args = train_cli.build_parser().parse_args(
         _train_argv("--disable_mlflow", "--logger", "tensorboard"))
-    _, execution = train_cli.configs_from_args(args, N=64)
+    with pytest.warns(DeprecationWarning):
+        _, execution = train_cli.configs_from_args(args, N=64)
     assert execution.logger == "none"
-    # main warns once (the configs are built twice per run)
 
 
 def test_main_warns_about_legacy_flags(no_loading, capsys, tmp_path):
