@@ -37,6 +37,31 @@ CHECKPOINT_MODES = ("min", "max")
 LOGGERS = ("csv", "tensorboard", "mlflow", "none")
 
 
+def logged_metric_names(
+    model_type: str,
+    loss_mode: str = "poisson",
+    *,
+    has_labels: bool = False,
+    realspace_weight: float = 0.0,
+    has_validation: bool = True,
+) -> set[str]:
+    """Every metric a training run logs per epoch (``ExecutionConfig.checkpoint_monitor``
+    must name one): ``train_loss``, ``learning_rate``, ``train_<term>`` for each loss term
+    (specs/physics_and_losses.md) and, with validation data, ``val_loss`` and ``val_<term>``."""
+    if model_type == "supervised":
+        terms = {"supervised"}
+    else:
+        terms = {"mae"}
+        if loss_mode == "poisson":
+            terms.add("poisson")
+        if has_labels and realspace_weight > 0:
+            terms.add("realspace")
+    names = {"train_loss", "learning_rate"} | {f"train_{term}" for term in terms}
+    if has_validation:
+        names |= {"val_loss"} | {f"val_{term}" for term in terms}
+    return names
+
+
 class ConfigError(ValueError):
     """An invalid configuration value; the message names field, value and allowed range."""
 

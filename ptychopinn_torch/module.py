@@ -14,7 +14,12 @@ import lightning as L
 import numpy as np
 import torch
 
-from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
+from ptychopinn.config import (
+    ExecutionConfig,
+    ModelConfig,
+    TrainingConfig,
+    logged_metric_names,
+)
 from ptychopinn_torch import physics
 from ptychopinn_torch.networks import Generator
 from ptychopinn_torch.trainer import (
@@ -22,7 +27,6 @@ from ptychopinn_torch.trainer import (
     LAST_CHECKPOINT,
     LEARNING_RATE,
     TRAIN_LOSS,
-    VAL_LOSS,
     build_scheduler,
 )
 
@@ -149,21 +153,16 @@ class PtychoPINNModule(L.LightningModule):
 
     # ------------------------------------------------------------------ names
     def logged_metric_names(self, has_validation: bool, has_labels: bool) -> set[str]:
-        """Every metric this module logs per epoch (see physics.total_loss for the terms),
+        """Every metric this module logs per epoch (:func:`ptychopinn.config.logged_metric_names`),
         used to check a checkpoint monitor before training starts."""
         tc = self.training_config
-        if self.model_config.model_type == "supervised":
-            parts = {"supervised"}
-        else:
-            parts = {"mae"}
-            if tc.loss_mode == "poisson":
-                parts.add("poisson")
-            if has_labels and tc.realspace_weight > 0:
-                parts.add("realspace")
-        names = {TRAIN_LOSS, LEARNING_RATE} | {f"train_{p}" for p in parts}
-        if has_validation:
-            names |= {VAL_LOSS} | {f"val_{p}" for p in parts}
-        return names
+        return logged_metric_names(
+            self.model_config.model_type,
+            tc.loss_mode,
+            has_labels=has_labels,
+            realspace_weight=tc.realspace_weight,
+            has_validation=has_validation,
+        )
 
 
 def intensity_scale_for(nphotons: float | None, mean_total_counts: float, N: int) -> float:

@@ -165,7 +165,7 @@ def train(
     elapsed = time.perf_counter() - start
 
     summary = {
-        "epochs_completed": trainer.current_epoch,
+        "epochs_completed": history.epochs_completed(trainer),
         "n_train_groups": len(datamodule.train_set),
         "n_val_groups": len(datamodule.val_set) if datamodule.has_validation else 0,
         "final_train_loss": history.history["train_loss"][-1] if history.history["train_loss"] else None,

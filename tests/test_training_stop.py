@@ -1,0 +1,87 @@
+"""Stopping a training run within one batch (an epoch callback with ``stop_requested``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from ptychopinn_torch.bundle import read_bundle, read_lightning_checkpoint
+from ptychopinn_torch.train import train
+
+BATCHES_PER_EPOCH = 6  # 12 training groups, batch 2
+
+
+class StopAfterBatches:
+    """Epoch callback that asks to stop after ``batches`` batches of the second epoch."""
+
+    def __init__(self, batches: int) -> None:
+        self.batches = batches
+        self.reports: list = []
+        self.polls_in_second_epoch = 0
+
+    def __call__(self, report) -> None:
+        self.reports.append(report)
+
+    def stop_requested(self) -> bool:
+        if len(self.reports) == 1:
+            self.polls_in_second_epoch += 1
+        return self.polls_in_second_epoch >= self.batches
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_determinism():
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+def test_stop_requested_mid_epoch_stops_after_that_batch_and_keeps_the_last_epoch(
+    tiny_raw, tiny_training_config, cpu_execution
+):
+    steps = []
+    handle = register_optimizer_step_post_hook(lambda *_: steps.append(1))
+    control = StopAfterBatches(batches=2)
+    config = tiny_training_config(n_groups=16, batch_size=2, nepochs=5,
+                                  validation_fraction=0.25)
+    try:
+        result = train(tiny_raw, None, config, cpu_execution(), epoch_callback=control)
+    finally:
+        handle.remove()
+
+    # one whole epoch, then exactly two batches of the second: no further optimizer step
+    assert len(steps) == BATCHES_PER_EPOCH + 2
+    assert result.stopped_by_caller
+    assert len(control.reports) == 1
+    assert len(result.history["train_loss"]) == len(result.history["val_loss"]) == 1
+    assert result.summary["epochs_completed"] == 1
+    assert result.summary["train_loss_history"] == result.history["train_loss"]
+
+    # the bundle holds the weights of epoch 1, the ones last.ckpt saved at its end
+    bundle = read_bundle(result.bundle_path).state_dict
+    checkpoint, _ = read_lightning_checkpoint(result.checkpoint_dir / "last.ckpt")
+    shared = bundle.keys() & checkpoint.keys()
+    assert len(shared) > 10
+    for name in shared:
+        torch.testing.assert_close(bundle[name], checkpoint[name], msg=name)
+
+
+def test_stop_requested_before_any_epoch_keeps_the_partly_trained_model(
+    tiny_raw, tiny_training_config, cpu_execution
+):
+    class StopAtOnce:
+        def __call__(self, report) -> None:
+            raise AssertionError("no epoch may be reported")
+
+        def stop_requested(self) -> bool:
+            return True
+
+    config = tiny_training_config(n_groups=16, batch_size=2, nepochs=3,
+                                  validation_fraction=0.25)
+    result = train(tiny_raw, None, config, cpu_execution(enable_checkpointing=False),
+                   epoch_callback=StopAtOnce())
+    assert result.stopped_by_caller
+    assert result.history["train_loss"] == []
+    assert result.summary["epochs_completed"] == 0
+    assert result.bundle_path is not None and result.bundle_path.is_file()
