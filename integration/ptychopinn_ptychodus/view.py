@@ -35,6 +35,7 @@ from ptychodus.controller.parameters import (
 from ptychodus.controller.processing import ReconstructorViewControllerFactory
 from PyQt5.QtCore import QEvent, QObject, Qt, pyqtSignal
 from PyQt5.QtWidgets import (
+    QAbstractScrollArea,
     QAbstractSpinBox,
     QApplication,
     QComboBox,
@@ -91,17 +92,19 @@ def _view_controller(
 
 
 class _WheelOnlyWhenFocused(QObject):
-    """Event filter: an unfocused spin or combo box passes the wheel on to its parent
-    (the scroll area scrolls) instead of changing its value."""
+    """Event filter: an unfocused spin or combo box hands the wheel to the scroll area
+    around it (the panel scrolls) instead of changing its value."""
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt)
         if event.type() != QEvent.Type.Wheel or not isinstance(watched, QWidget):
             return False
         if watched.hasFocus():
             return False
-        parent = watched.parentWidget()
-        if parent is not None:
-            QApplication.sendEvent(parent, event)
+        area = watched.parentWidget()
+        while area is not None and not isinstance(area, QAbstractScrollArea):
+            area = area.parentWidget()
+        if area is not None:  # straight to it: Qt does not pass re-sent wheel events up
+            QApplication.sendEvent(area.viewport(), event)
         return True
 
 
