@@ -145,6 +145,10 @@ def gui(tmp_path, monkeypatch, caplog):
         FileDialogFactory, 'get_existing_directory_path',
         lambda self, parent, caption, **kw: directory['train'],
     )
+    monkeypatch.setattr(
+        FileDialogFactory, 'get_save_file_path',
+        lambda self, parent, caption, **kw: (directory['save'], ''),
+    )
     settings_path = tmp_path / 'settings.ini'
     settings_path.write_text(SETTINGS.format(epochs=3, batch=4))
 
@@ -178,6 +182,7 @@ def test_train_without_training_data_says_so_in_a_message_box(gui, tmp_path):
     )
     assert gui.monitor.get_completed_runs() == snapshot  # no task was started
     assert not list(empty.iterdir())
+    assert f'PINN: cannot train: no training data in {empty}' in gui.processing_log()
 
 
 def test_a_failure_inside_training_reaches_the_processing_log(gui, tmp_path):
@@ -219,9 +224,12 @@ def test_infer_is_unavailable_until_a_model_exists(gui, tmp_path):
 
 # ------------------------------------------------------------------- items 3 and 6
 def test_training_shows_epoch_and_loss_and_then_enables_infer(gui, tmp_path):
-    scan = gui.register_scan(tmp_path / 'scan')
+    gui.register_scan(tmp_path / 'scan')
     data = tmp_path / 'data'
-    scan.export_training_data(data / 'train_data.npz')
+    gui.directory['save'] = data / 'train_data.npz'
+    next(a for a in gui.actions.actions_menu.actions()
+         if a.text() == 'Export Training Data...').trigger()
+    assert 'PINN: exported 16 patterns to' in gui.processing_log()  # at once
     infer = gui.actions.reconstruct_button
     bar = gui.status.progress_bar
     snapshot = gui.press_train(data)

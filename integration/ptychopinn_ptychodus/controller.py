@@ -8,6 +8,8 @@ view so that, for the PtychoPINN reconstructors,
   open a model first;
 * the buttons are brought up to date whenever a task starts or ends (Ptychodus re-reads
   the model state only when the algorithm changes, so Infer stayed grey after training);
+* what Train, Infer, Load Model and Export Training Data log on the Qt thread (say, why
+  Train refused) appears in the processing log at once, not with the next task;
 * while one of them trains, the progress bar's text shows the epoch and the last losses.
 
 It uses the parent's attributes ``_algorithm_parameter``, ``_processing_api``,
@@ -86,6 +88,28 @@ def processing_controller_class(original: type) -> type:
                 else DEFAULT_PROGRESS_FORMAT
             )
             self._status_view.progress_bar.setFormat(text)
+
+        # Ptychodus copies the log into its processing log only when its task monitor
+        # reports; these actions run on the Qt thread without a task, so report after them
+        # (what they logged, e.g. an export or why Train refused, shows at once).
+        def _flush_processing_log(self) -> None:
+            self._processing_api.task_monitor.notify_observers()
+
+        def _train(self) -> None:
+            super()._train()
+            self._flush_processing_log()
+
+        def _reconstruct(self) -> None:
+            super()._reconstruct()
+            self._flush_processing_log()
+
+        def _load_model(self) -> None:
+            super()._load_model()
+            self._flush_processing_log()
+
+        def _export_training_data(self) -> None:
+            super()._export_training_data()
+            self._flush_processing_log()
 
         def _update(self, observable: Observable) -> None:
             super()._update(observable)

@@ -491,8 +491,8 @@ class PtychoPINNReconstructor(TrainableReconstructor, Observable):
         else:
             kept = 'the partly trained model (no epoch completed)'
 
-        message = f'stopped; kept {kept}: {self._model_path}'
-        logger.info(f'{self._name}: {message}')
+        message = f'kept {kept}: {self._model_path}'
+        logger.info(f'{self._name}: stopped; {message}')
         self._set_training_progress(state='stopped', message=message)
 
     def _adopt_trained_model(self, result: Any, output_dir: Path) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from ptychodus.api.observer import Observable, Observer
 from ptychodus.controller.data import FileDialogFactory
 from ptychodus.controller.parameters import (
@@ -227,7 +228,10 @@ class _TrainingView(ParameterViewController, Observer):
                 ax.plot(range(1, len(progress.validation_loss) + 1), progress.validation_loss,
                         '.--', label='validation')
             ax.legend(fontsize='small')
-            ax.set_xlim(0.5, max(progress.epochs_goal, len(progress.training_loss)) + 0.5)
+            ax.set_xlim(0.5, max(2, len(progress.training_loss)) + 0.5)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+                axis_formatter(FuncFormatter(lambda value, _: f'{value:.3g}'))
             ax.grid(True, which='both', alpha=0.3)
         else:
             ax.set_xticks([])
@@ -262,6 +266,7 @@ class PtychoPINNPanel(QWidget):
         self.setObjectName(f'{PANEL_OBJECT_NAME_PREFIX}_{model_type}')
         self.title = QLabel(PANEL_TITLES[model_type])
         self.title.setObjectName('PtychoPINNPanelTitle')
+        self.title.setWordWrap(True)
         font = self.title.font()
         font.setBold(True)
         font.setPointSizeF(font.pointSizeF() * 1.2)
