@@ -204,8 +204,8 @@ class PtychoPINNReconstructor(TrainableReconstructor, Observable):
         self._active_goal: int | None = None
         self._training_progress = TrainingProgress()
         self.progress_interval_s = 1.0
-        """Least time between intermediate ReconstructOutputs (0 in batch mode: only the
-        result, because Ptychodus saves every yield there as a file)."""
+        """Least time between intermediate ReconstructOutputs (short runs yield only the
+        result)."""
         self.tick_interval_s = 0.2
         """Least time between the extra yields while training, i.e. how late Stop can be
         seen on top of the batch that is running."""
@@ -523,6 +523,8 @@ class PtychoPINNReconstructor(TrainableReconstructor, Observable):
         except Exception as exc:
             logger.error(f'{self._name}: reconstruction failed: {exc}')
             raise
+        finally:
+            self._active_goal = None
 
     def _reconstruct(self, parameters: ReconstructInput) -> Iterator[ReconstructOutput]:
         model = self._model
