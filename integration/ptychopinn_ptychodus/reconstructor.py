@@ -523,8 +523,6 @@ class PtychoPINNReconstructor(TrainableReconstructor, Observable):
         except Exception as exc:
             logger.error(f'{self._name}: reconstruction failed: {exc}')
             raise
-        finally:
-            self._active_goal = None
 
     def _reconstruct(self, parameters: ReconstructInput) -> Iterator[ReconstructOutput]:
         model = self._model
