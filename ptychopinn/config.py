@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Self
 
 from numpy import bool_ as np_bool
 
+from ptychopinn.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 SUPPORTED_N = (64, 128, 256)
@@ -35,6 +37,15 @@ PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true", "64")
 SCHEDULERS = ("Default", "Exponential", "MultiStage", "Adaptive", "WarmupCosine")
 CHECKPOINT_MODES = ("min", "max")
 LOGGERS = ("csv", "tensorboard", "mlflow", "none")
+PHYSICS_WEIGHT_SCHEDULES = ("linear", "cosine", "exponential")
+DDP_BACKENDS = ("nccl", "gloo", "mpi")
+
+
+#: Metric names a training run logs per epoch (the Lightning module logs under them).
+TRAIN_LOSS = "train_loss"
+VAL_LOSS = "val_loss"
+LEARNING_RATE = "learning_rate"
+PHYSICS_WEIGHT = "physics_weight"
 
 
 def logged_metric_names(
@@ -44,10 +55,12 @@ def logged_metric_names(
     has_labels: bool = False,
     realspace_weight: float = 0.0,
     has_validation: bool = True,
+    staged: bool = False,
 ) -> set[str]:
     """Every metric a training run logs per epoch (``ExecutionConfig.checkpoint_monitor``
     must name one): ``train_loss``, ``learning_rate``, ``train_<term>`` for each loss term
-    (specs/physics_and_losses.md) and, with validation data, ``val_loss`` and ``val_<term>``."""
+    (specs/physics_and_losses.md), ``physics_weight`` when training stages are on
+    (``staged``) and, with validation data, ``val_loss`` and ``val_<term>``."""
     if model_type == "supervised":
         terms = {"supervised"}
     else:
@@ -56,13 +69,15 @@ def logged_metric_names(
             terms.add("poisson")
         if has_labels and realspace_weight > 0:
             terms.add("realspace")
-    names = {"train_loss", "learning_rate"} | {f"train_{term}" for term in terms}
+    names = {TRAIN_LOSS, LEARNING_RATE} | {f"train_{term}" for term in terms}
+    if staged:
+        names.add(PHYSICS_WEIGHT)
     if has_validation:
-        names |= {"val_loss"} | {f"val_{term}" for term in terms}
+        names |= {VAL_LOSS} | {f"val_{term}" for term in terms}
     return names
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """An invalid configuration value; the message names field, value and allowed range."""
 
 
@@ -205,6 +220,9 @@ class ModelConfig(_ConfigBase):
     then a U-Net) or "cnn" (the legacy encoder/decoder). N is the diffraction pattern side
     in pixels; ``gridsize**2`` neighbouring patterns form
     one group; ``probe_scale`` is dimensionless; ``gaussian_smoothing_sigma`` is in pixels.
+    The ``eca_*``, ``cbam_*`` and ``spatial_decoder`` switches add attention blocks to the
+    generator (``ptychopinn_torch.attention``); ``decoder_spatial_kernel`` is the side, in
+    pixels, of the spatial-attention convolution.
     """
 
     N: int = 64
@@ -219,6 +237,13 @@ class ModelConfig(_ConfigBase):
     pad_object: bool = True
     probe_scale: float = 4.0
     gaussian_smoothing_sigma: float = 0.0
+    eca_encoder: bool = False
+    cbam_encoder: bool = False
+    cbam_bottleneck: bool = False
+    cbam_decoder: bool = False
+    eca_decoder: bool = False
+    spatial_decoder: bool = False
+    decoder_spatial_kernel: int = 7
 
     def __post_init__(self) -> None:
         if isinstance(self.amp_activation, str) and self.amp_activation in AMP_ACTIVATION_ALIASES:
@@ -238,6 +263,12 @@ class ModelConfig(_ConfigBase):
         self._check_bool("object_big", "probe_big", "probe_mask", "pad_object")
         self._check_real("probe_scale", minimum=0.0, exclusive_min=True)
         self._check_real("gaussian_smoothing_sigma", minimum=0.0)
+        self._check_bool("eca_encoder", "cbam_encoder", "cbam_bottleneck", "cbam_decoder",
+                         "eca_decoder", "spatial_decoder")
+        kernel = self.decoder_spatial_kernel
+        if not _is_int(kernel) or kernel < 1 or kernel % 2 == 0:
+            self._err("decoder_spatial_kernel", "must be an odd integer >= 1 (a centred kernel)")
+        object.__setattr__(self, "decoder_spatial_kernel", int(kernel))
 
     @property
     def C(self) -> int:  # noqa: N802 - the physics symbol
@@ -261,17 +292,22 @@ class TrainingConfig(_ConfigBase):
 
     ``nphotons`` is the photon count per pattern assumed by the Poisson likelihood (None:
     measured from the training data). ``validation_fraction`` is the share of groups held
-    out (seeded) when there is no test file.
+    out (seeded by ``val_seed``) when there is no test file. ``neighbor_count=None`` means
+    ``max(4, gridsize**2)`` and is stored resolved. Stages (epochs) move the loss from the
+    amplitude MAE to the Poisson NLL (specs/physics_and_losses.md); ``init_model`` starts
+    from a trained bundle with the learning rate scaled by ``fine_tune_gamma``;
+    ``experiment_name``, ``notes`` and ``model_name`` tag MLflow runs.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train_data_file: Path | None = None
     test_data_file: Path | None = None
     n_groups: int | None = 512
+    n_subsample: int | None = None
     batch_size: int = 16
     nepochs: int = 50
     nphotons: float | None = None
-    neighbor_count: int = 4
+    neighbor_count: int | None = None
     loss_mode: str = "poisson"
     nll_weight: float = 1.0
     mae_weight: float = 0.0
@@ -282,10 +318,24 @@ class TrainingConfig(_ConfigBase):
     subsample_seed: int | None = 42
     sequential_sampling: bool = False
     validation_fraction: float = 0.05
+    val_seed: int | None = 42
+    stage_1_epochs: int = 0
+    stage_2_epochs: int = 0
+    stage_3_epochs: int = 0
+    physics_weight_schedule: str = "cosine"
+    stage_3_lr_factor: float = 0.1
+    init_model: Path | None = None
+    fine_tune_gamma: float = 0.1
+    experiment_name: str = "Synthetic_Runs"
+    notes: str = ""
+    model_name: str = "PtychoPINNv2"
+    debug: bool = False
     output_dir: Path = Path("training_outputs")
     backend: str = "pytorch"
 
-    _path_fields: ClassVar[tuple[str, ...]] = ("train_data_file", "test_data_file", "output_dir")
+    _path_fields: ClassVar[tuple[str, ...]] = (
+        "train_data_file", "test_data_file", "init_model", "output_dir"
+    )
     _nested: ClassVar[dict[str, type]] = {"model": ModelConfig}
 
     def __post_init__(self) -> None:
@@ -297,9 +347,13 @@ class TrainingConfig(_ConfigBase):
         if self.output_dir is None:
             self._err("output_dir", "must be a path")
         self._check_int("n_groups", 1, optional=True)
+        self._check_int("n_subsample", 1, optional=True)
         self._check_int("batch_size", 1)
         self._check_int("nepochs", 1)
         self._check_real("nphotons", minimum=0.0, exclusive_min=True, optional=True)
+        if self.neighbor_count is None:
+            # One default for every gridsize: the legacy 4, or a full group if larger.
+            object.__setattr__(self, "neighbor_count", max(4, self.model.C))
         self._check_int("neighbor_count", 1)
         if self.neighbor_count < self.model.C:
             self._err(
@@ -320,6 +374,27 @@ class TrainingConfig(_ConfigBase):
         self._check_real(
             "validation_fraction", minimum=0.0, maximum=1.0, exclusive_max=True
         )
+        self._check_int("val_seed", 0, optional=True)
+        for name in ("stage_1_epochs", "stage_2_epochs", "stage_3_epochs"):
+            self._check_int(name, 0)
+        self._check_choice("physics_weight_schedule", PHYSICS_WEIGHT_SCHEDULES)
+        self._check_real("stage_3_lr_factor", minimum=0.0, exclusive_min=True, maximum=1.0)
+        staged = self.stage_1_epochs + self.stage_2_epochs + self.stage_3_epochs
+        if staged:
+            if self.model.model_type != "pinn" or self.loss_mode != "poisson":
+                self._err("stage_1_epochs", "training stages move from the amplitude MAE "
+                          "to the Poisson loss, so they need model_type='pinn' and "
+                          "loss_mode='poisson'")
+            if staged > self.nepochs:
+                self._err("stage_1_epochs", f"stage_1_epochs + stage_2_epochs + "
+                          f"stage_3_epochs = {staged} exceeds nepochs = {self.nepochs}")
+        self._check_real("fine_tune_gamma", minimum=0.0, exclusive_min=True, maximum=1.0)
+        for name in ("experiment_name", "model_name"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                self._err(name, "must be a non-empty string")
+        if not isinstance(self.notes, str):
+            self._err("notes", "must be a string")
+        self._check_bool("debug")
         _check_backend(self)
 
 
@@ -327,12 +402,14 @@ class TrainingConfig(_ConfigBase):
 class InferenceConfig(_ConfigBase):
     """What to reconstruct and how to stitch it.
 
+    ``run_id`` loads the model logged by that MLflow run instead of ``model_path``.
     ``stitch_crop_px`` is the side, in pixels, of the central region each patch
     contributes (None: N // 2). ``stitch_align_phase`` removes each patch's constant phase
     offset (unobservable in its diffraction) against its already-stitched neighbours.
     """
 
     model_path: Path | None = None
+    run_id: str | None = None
     test_data_file: Path | None = None
     n_groups: int | None = None
     output_dir: Path = Path("inference_outputs")
@@ -350,6 +427,12 @@ class InferenceConfig(_ConfigBase):
         self._coerce_paths()
         if self.output_dir is None:
             self._err("output_dir", "must be a path")
+        if self.run_id is not None:
+            if not isinstance(self.run_id, str) or not self.run_id.strip():
+                self._err("run_id", "must be a non-empty MLflow run id or None")
+            if self.model_path is not None:
+                self._err("run_id", "give either model_path or run_id (the model logged "
+                          "by that MLflow run), not both")
         self._check_int("n_groups", 1, optional=True)
         _check_backend(self)
         self._check_choice("stitch_weighting", STITCH_WEIGHTINGS)
@@ -361,29 +444,41 @@ class InferenceConfig(_ConfigBase):
 class ExecutionConfig(_ConfigBase):
     """Runtime knobs: hardware, determinism, data loading, optimiser, checkpoints, logging.
 
-    ``learning_rate`` is the Adam step size; ``gradient_clip_val`` a gradient-norm bound.
+    ``learning_rate`` is the Adam step size (scaled by ``sqrt(world size x
+    accumulate_grad_batches)`` with ``scale_lr_with_batch``); ``gradient_clip_val`` a
+    gradient-norm bound. ``ddp_*`` tune Lightning's DDPStrategy (``ddp_backend=None``:
+    nccl with CUDA, else gloo).
     """
 
     accelerator: str = "auto"
     devices: int | str = 1
+    num_nodes: int = 1
     strategy: str = "auto"
+    ddp_find_unused_parameters: bool = False
+    ddp_static_graph: bool = True
+    ddp_gradient_as_bucket_view: bool = True
+    ddp_backend: str | None = None
     deterministic: bool = True
     precision: str = "32-true"
     num_workers: int = 0
     pin_memory: bool = False
     persistent_workers: bool = False
     prefetch_factor: int | None = None
+    drop_last: bool = False
     learning_rate: float = 1e-3
+    scale_lr_with_batch: bool = False
     scheduler: str = "Default"
     gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1
     enable_progress_bar: bool = True
+    check_val_every_n_epoch: int = 1
     enable_checkpointing: bool = True
     checkpoint_save_top_k: int = 1
     checkpoint_monitor: str = "val_loss"
     checkpoint_mode: str = "min"
     early_stop_patience: int | None = 100
     logger: str = "csv"
+    mlflow_tracking_uri: str | None = None
     inference_batch_size: int | None = None
     seed: int = 42
 
@@ -396,14 +491,26 @@ class ExecutionConfig(_ConfigBase):
             if not _is_int(self.devices) or self.devices < 1:
                 self._err("devices", "must be an integer >= 1 or 'auto'")
             object.__setattr__(self, "devices", int(self.devices))
+        self._check_int("num_nodes", 1)
         self._check_choice("strategy", STRATEGIES)
+        if self.num_nodes > 1 and self.strategy not in ("ddp", "ddp_spawn"):
+            self._err("num_nodes", "more than one node needs strategy='ddp'")
         self._check_bool(
+            "ddp_find_unused_parameters",
+            "ddp_static_graph",
+            "ddp_gradient_as_bucket_view",
             "deterministic",
             "pin_memory",
             "persistent_workers",
+            "drop_last",
+            "scale_lr_with_batch",
             "enable_progress_bar",
             "enable_checkpointing",
         )
+        if self.ddp_backend is not None:
+            self._check_choice("ddp_backend", DDP_BACKENDS)
+            if self.ddp_backend == "nccl" and self.accelerator == "cpu":
+                self._err("ddp_backend", "nccl needs CUDA GPUs; use gloo on CPUs")
         self._check_choice("precision", PRECISIONS)
         self._check_int("num_workers", 0)
         self._check_int("prefetch_factor", 1, optional=True)
@@ -415,12 +522,18 @@ class ExecutionConfig(_ConfigBase):
         self._check_choice("scheduler", SCHEDULERS)
         self._check_real("gradient_clip_val", minimum=0.0, exclusive_min=True, optional=True)
         self._check_int("accumulate_grad_batches", 1)
+        self._check_int("check_val_every_n_epoch", 1)
         self._check_int("checkpoint_save_top_k", -1)
         if not isinstance(self.checkpoint_monitor, str) or not self.checkpoint_monitor:
             self._err("checkpoint_monitor", "must be a non-empty metric name, e.g. val_loss")
         self._check_choice("checkpoint_mode", CHECKPOINT_MODES)
         self._check_int("early_stop_patience", 1, optional=True)
         self._check_choice("logger", LOGGERS)
+        if self.mlflow_tracking_uri is not None and (
+            not isinstance(self.mlflow_tracking_uri, str) or not self.mlflow_tracking_uri.strip()
+        ):
+            self._err("mlflow_tracking_uri", "must be a non-empty URI (or None: a local "
+                      "store under the output directory)")
         self._check_int("inference_batch_size", 1, optional=True)
         # Lightning's seed_everything accepts 32-bit unsigned seeds only.
         self._check_int("seed", 0, maximum=2**32 - 1)

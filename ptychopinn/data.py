@@ -31,18 +31,19 @@ import os
 import warnings
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ptychopinn._io import atomic_output
+from ptychopinn.errors import InputError
 
 __all__ = ["DataContractError", "RawData", "counts_to_amplitude"]
 
 
-class DataContractError(ValueError):
+class DataContractError(InputError):
     """An array or file does not satisfy the PtychoPINN data contract."""
 
 
@@ -176,6 +177,9 @@ class RawData:
     xcoords_start: np.ndarray | None = None
     ycoords_start: np.ndarray | None = None
     labels: np.ndarray | None = None
+    #: Indices (into the file this scan was read from) of the positions kept by
+    #: :meth:`subsample`; None for a scan that was not subsampled. Not written by save().
+    sample_indices: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.xcoords = _as_real("xcoords", self.xcoords, np.float64)
@@ -371,6 +375,27 @@ class RawData:
             ycoords_start=pick(self.ycoords_start),
             labels=pick(self.labels),
         )
+
+    def subsample(self, n_subsample: int, seed: int | None) -> RawData:
+        """``n_subsample`` positions drawn without replacement (``np.random.default_rng(
+        seed)``; ``seed=None`` is unseeded), kept in scan order. The result records the
+        drawn positions' indices into the original file in ``sample_indices`` (composed
+        with this scan's own, if it was subsampled already). ``n_subsample >= n`` keeps
+        every position.
+        """
+        n = self.n_positions
+        if isinstance(n_subsample, bool) or not isinstance(n_subsample, int | np.integer) \
+                or n_subsample < 1:
+            raise DataContractError(f"n_subsample must be an integer >= 1, got {n_subsample!r}")
+        if n_subsample >= n:
+            chosen = np.arange(n, dtype=np.int64)
+        else:
+            chosen = np.sort(np.random.default_rng(seed).choice(n, size=n_subsample,
+                                                                replace=False))
+        subset = self.subset(chosen)
+        base = self.sample_indices if self.sample_indices is not None else np.arange(n)
+        subset.sample_indices = np.asarray(base, dtype=np.int64)[chosen]
+        return subset
 
     # ------------------------------------------------------------------ file I/O
     @classmethod

@@ -194,14 +194,17 @@ def frc(a: np.ndarray, b: np.ndarray, apodize: bool = True) -> tuple[np.ndarray,
     return np.arange(n_rings) / n, curve
 
 
-def frc_resolution(spatial_frequency: np.ndarray, curve: np.ndarray, threshold: float) -> float:
+def frc_resolution(
+    spatial_frequency: np.ndarray, curve: np.ndarray, threshold: float
+) -> float | None:
     """First frequency (cycles/pixel) where the FRC curve drops below ``threshold``.
 
     The search starts at ring 1 (ring 0 is the mean); the crossing is linearly
     interpolated between the last ring at or above the threshold and the first below it.
-    If the curve never drops below the threshold, the highest frequency (Nyquist, 0.5) is
-    returned; if ring 1 is already below it, ring 1's frequency is returned. The resolved
-    period in pixels is ``1 / frequency``.
+    If the curve never drops below the threshold, the crossing is not reached and None is
+    returned (the curve says nothing about where the resolution lies, so it must not be
+    read as full, Nyquist resolution); if ring 1 is already below it, ring 1's frequency
+    is returned. The resolved period in pixels is ``1 / frequency``.
     """
     f = np.asarray(spatial_frequency, dtype=np.float64)
     c = np.asarray(curve, dtype=np.float64)
@@ -212,7 +215,7 @@ def frc_resolution(spatial_frequency: np.ndarray, curve: np.ndarray, threshold: 
         raise MetricsError(f"threshold must be finite, got {threshold!r}")
     below = np.nonzero(c[1:] < threshold)[0]
     if below.size == 0:
-        return float(f[-1])
+        return None
     k = int(below[0]) + 1
     if k == 1:
         return float(f[1])
@@ -425,8 +428,10 @@ def _region_box(region: Any, shape: tuple[int, int]) -> tuple[tuple[slice, slice
 
 def evaluate_reconstruction(recon_complex: np.ndarray, truth_complex: np.ndarray,
                             region: Any = None, align_shift: bool = True,
-                            remove_phase_plane: bool = False, upsample: int = 100) -> dict[str, float]:
-    """Compare a complex reconstruction with the true object; returns a dict of floats.
+                            remove_phase_plane: bool = False,
+                            upsample: int = 100) -> dict[str, float | None]:
+    """Compare a complex reconstruction with the true object; returns a dict of floats
+    (None for an FRC resolution that is not reached).
 
     Steps (see specs/simulation_and_metrics.md):
 
@@ -451,7 +456,8 @@ def evaluate_reconstruction(recon_complex: np.ndarray, truth_complex: np.ndarray
     ``{amplitude,phase}_frc{50,1_7}_cycles_per_px`` and ``..._period_px``, ``shift_dy_px``,
     ``shift_dx_px`` (recon relative to truth, removed), ``phase_offset_rad``,
     ``phase_ramp_y_rad_per_px``, ``phase_ramp_x_rad_per_px``, ``amplitude_data_range``,
-    ``phase_data_range_rad``, ``n_pixels``. PSNR is ``inf`` for a perfect match.
+    ``phase_data_range_rad``, ``n_pixels``. PSNR is ``inf`` for a perfect match; an FRC
+    resolution whose threshold is never crossed ("not reached") is None.
     """
     recon, truth = _pair(recon_complex, truth_complex, real=False, names=("recon", "truth"))
     box, mask = _region_box(region, recon.shape)
@@ -495,7 +501,7 @@ def evaluate_reconstruction(recon_complex: np.ndarray, truth_complex: np.ndarray
     phase_r = phase_t + np.angle(r * np.conj(t))
     phase_range = float(np.ptp(phase_t[mask])) or 2 * math.pi
 
-    result: dict[str, float] = {}
+    result: dict[str, float | None] = {}
     ssim_mask = mask & _interior(box_shape)
     for name, rec, tru, rng in (("amplitude", amp_r, amp_t, amp_range),
                                 ("phase", phase_r, phase_t, phase_range)):
@@ -507,7 +513,7 @@ def evaluate_reconstruction(recon_complex: np.ndarray, truth_complex: np.ndarray
         for label, threshold in (("frc50", FRC_THRESHOLD_HALF), ("frc1_7", FRC_THRESHOLD_ONE_SEVENTH)):
             f_cut = frc_resolution(freq, curve, threshold)
             result[f"{name}_{label}_cycles_per_px"] = f_cut
-            result[f"{name}_{label}_period_px"] = 1.0 / f_cut
+            result[f"{name}_{label}_period_px"] = None if f_cut is None else 1.0 / f_cut
     result.update(
         shift_dy_px=float(dy),
         shift_dx_px=float(dx),

@@ -8,12 +8,11 @@ zero outside the object), and the far field is
 ``sqrt(photon counts)``, float32, shape (n, N, N).
 
 The generators are seeded and deterministic. ``specs/simulation_and_metrics.md`` describes
-them in full. Command line: ``python -m ptychopinn.simulate --help``.
+them in full. Command line: ``ptychopinn simulate --help`` (``ptychopinn.cli.simulate``).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 import os
@@ -25,6 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
+
+from ptychopinn.errors import InputError
 
 if TYPE_CHECKING:  # data.py is imported lazily so this module works on its own
     from ptychopinn.data import RawData
@@ -43,10 +44,11 @@ __all__ = [
     "make_object",
     "make_probe",
     "make_scan",
-    "main",
     "required_object_size_px",
     "scale_probe_to_photons",
+    "beamstop_mask",
     "simulate_dataset",
+    "simulate_datasets",
     "simulate_diffraction",
 ]
 
@@ -72,7 +74,7 @@ FIXTURE_NAME = "minimal_dataset_v1.npz"
 _GOLDEN_ANGLE_RAD = math.pi * (3.0 - math.sqrt(5.0))
 
 
-class SimulationError(ValueError):
+class SimulationError(InputError):
     """Invalid simulation input (bad kind, size, count, or positions that do not fit)."""
 
 
@@ -556,20 +558,31 @@ def simulate_diffraction(obj: np.ndarray, probe: np.ndarray, xcoords: np.ndarray
     return _counts_to_amplitude(intensity * (nphotons / mean_total), seed, poisson)
 
 
+def beamstop_mask(N: int, diameter_px: float) -> np.ndarray:
+    """True where a centred beamstop of ``diameter_px`` pixels blocks the detector: pixels
+    whose centre lies closer than ``diameter_px / 2`` to the DC pixel (N/2, N/2)."""
+    yy, xx = np.mgrid[0:N, 0:N]
+    return (yy - N // 2) ** 2 + (xx - N // 2) ** 2 < (diameter_px / 2.0) ** 2
+
+
 def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture", N: int = 64,
                      n_positions: int = 512, scan_kind: str = "spiral",
                      step_px: float | None = None, jitter_px: float = 0.0,
                      nphotons: float = 1e6, object_size_px: int | tuple[int, int] | None = None,
-                     seed: int = 0, poisson: bool = True) -> RawData:
+                     seed: int = 0, poisson: bool = True, beamstop_diameter: float = 0.0,
+                     probe: np.ndarray | None = None) -> RawData:
     """A complete synthetic data set as ``ptychopinn.data.RawData``.
 
     ``step_px`` defaults to N/8 pixels; ``object_size_px`` defaults to the smallest object
     that holds the scan (:func:`required_object_size_px`). The probe is scaled with
     :func:`scale_probe_to_photons` and the data are simulated from that scaled probe, so
     ``|far_field(probe_guess * labels[k])|**2`` is the noise-free expected count of pattern k
-    (mean total ``nphotons`` photons). ``object_guess`` is the true object, ``labels`` the true
-    patches, ``scan_index`` zeros. Seeds: object ``seed``, scan jitter ``seed + 1``,
-    Poisson noise ``seed + 2``.
+    (mean total ``nphotons`` photons). A given ``probe`` (complex (N, N), already in photon
+    units, e.g. another data set's ``probe_guess``) is used as is instead. ``object_guess``
+    is the true object, ``labels`` the true patches, ``scan_index`` zeros.
+    ``beamstop_diameter`` (pixels, 0 = none) zeroes the measured amplitude behind a
+    centred beamstop (:func:`beamstop_mask`). Seeds: object ``seed``, scan jitter
+    ``seed + 1``, Poisson noise ``seed + 2``.
     """
     _check_choice("object_kind", object_kind, OBJECT_KINDS)
     _check_choice("probe_kind", probe_kind, PROBE_KINDS)
@@ -584,6 +597,9 @@ def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture",
         raise SimulationError(f"jitter_px must be >= 0, got {jitter_px!r}")
     _check_positive("nphotons", nphotons)
     _check_seed(seed)
+    if not (np.isfinite(beamstop_diameter) and 0 <= beamstop_diameter < N):
+        raise SimulationError(f"beamstop_diameter must be a number of pixels in [0, {N}), "
+                              f"got {beamstop_diameter!r}")
     if object_size_px is None:
         shape = required_object_size_px(scan_kind, n_positions, N, step_px, jitter_px)
     else:
@@ -593,10 +609,18 @@ def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture",
 
     xcoords, ycoords = make_scan(scan_kind, n_positions, shape, N, step_px, jitter_px, seed + 1)
     obj = make_object(object_kind, shape, seed)
-    probe = scale_probe_to_photons(obj, make_probe(probe_kind, N), xcoords, ycoords, nphotons)
+    if probe is None:
+        probe = scale_probe_to_photons(obj, make_probe(probe_kind, N), xcoords, ycoords,
+                                       nphotons)
+    else:
+        probe = _probe_2d(np.asarray(probe)).astype(np.complex64)
+        if probe.shape != (N, N):
+            raise SimulationError(f"probe must be ({N}, {N}), got {probe.shape}")
     labels = extract_patches(obj, xcoords, ycoords, N)
     expected = np.abs(far_field(labels.astype(np.complex128) * probe.astype(np.complex128))) ** 2
     diffraction = _counts_to_amplitude(expected, seed + 2, poisson)
+    if beamstop_diameter > 0:
+        diffraction[:, beamstop_mask(N, beamstop_diameter)] = 0.0
     return RawData(
         diffraction=diffraction,
         xcoords=xcoords,
@@ -606,6 +630,20 @@ def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture",
         scan_index=np.zeros(n_positions, dtype=np.int64),
         labels=labels,
     )
+
+
+def simulate_datasets(objects_per_probe: int = 1, seed: int = 0, **kwargs: object
+                      ) -> list[RawData]:
+    """``objects_per_probe`` data sets of different objects scanned with one probe (the
+    seeds' datagen): data set ``i`` is :func:`simulate_dataset` with seed ``seed + 3 i``,
+    and every one uses the first one's photon-scaled probe. ``kwargs`` go to
+    :func:`simulate_dataset` (``n_positions`` is the seeds' ``diff_per_object``)."""
+    _check_positive("objects_per_probe", objects_per_probe, integer=True)
+    first = simulate_dataset(seed=seed, **kwargs)  # type: ignore[arg-type]
+    return [first] + [
+        simulate_dataset(seed=seed + 3 * i, probe=first.probe_guess, **kwargs)  # type: ignore[arg-type]
+        for i in range(1, objects_per_probe)
+    ]
 
 
 # --------------------------------------------------------------------------- fixture
@@ -646,71 +684,7 @@ def make_minimal_fixture(path: str | os.PathLike) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- CLI
+if __name__ == "__main__":  # python -m ptychopinn.simulate: the command line lives in cli/
+    from ptychopinn.cli.simulate import main
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit status 2 (argparse convention)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="python -m ptychopinn.simulate",
-        description="Simulate a synthetic ptychography data set (NPZ, amplitude diffraction).",
-    )
-    p.add_argument("--output", required=True, type=Path, help="output .npz file")
-    p.add_argument("--object", default="natural", choices=OBJECT_KINDS, help="object kind")
-    p.add_argument("--probe", default="aperture", choices=PROBE_KINDS, help="probe kind")
-    p.add_argument("--scan", default="spiral", choices=SCAN_KINDS, help="scan pattern")
-    p.add_argument("--N", type=int, default=64, choices=SUPPORTED_N,
-                   help="diffraction pattern side, pixels")
-    p.add_argument("--n-positions", type=int, default=512, help="number of scan positions")
-    p.add_argument("--step-px", type=float, default=None,
-                   help="scan step (raster) or mean spacing (spiral), object pixels; default N/8")
-    p.add_argument("--jitter-px", type=float, default=0.0,
-                   help="uniform position jitter amplitude, object pixels")
-    p.add_argument("--nphotons", type=float, default=1e6, help="mean photons per pattern")
-    p.add_argument("--seed", type=int, default=0, help="random seed (>= 0)")
-    p.add_argument("--quiet", action="store_true", help="print only the output path")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point: simulate, write the NPZ atomically, print its path."""
-    parser = _build_parser()
-    args = parser.parse_args(argv)
-    if args.n_positions < 1:
-        parser.error(f"--n-positions must be >= 1, got {args.n_positions}")
-    if args.step_px is not None and not (math.isfinite(args.step_px) and args.step_px > 0):
-        parser.error(f"--step-px must be a finite number > 0, got {args.step_px}")
-    if not (math.isfinite(args.jitter_px) and args.jitter_px >= 0):
-        parser.error(f"--jitter-px must be a finite number >= 0, got {args.jitter_px}")
-    if not (math.isfinite(args.nphotons) and args.nphotons > 0):
-        parser.error(f"--nphotons must be a finite number > 0, got {args.nphotons}")
-    if args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
-    output: Path = args.output
-    if output.suffix != ".npz":
-        parser.error(f"--output must end in .npz, got {str(output)!r}")
-    if not output.parent.is_dir():
-        parser.error(f"--output directory does not exist: {str(output.parent)!r}")
-    if output.is_dir():
-        parser.error(f"--output is a directory: {str(output)!r}")
-
-    raw = simulate_dataset(object_kind=args.object, probe_kind=args.probe, N=args.N,
-                           n_positions=args.n_positions, scan_kind=args.scan,
-                           step_px=args.step_px, jitter_px=args.jitter_px,
-                           nphotons=args.nphotons, seed=args.seed)
-    raw.save(output)  # atomic (ptychopinn._io.atomic_output)
-    if not args.quiet:
-        counts = (raw.diffraction.astype(np.float64) ** 2).sum(axis=(1, 2)).mean()
-        print(f"simulated {args.n_positions} patterns, N={args.N}, object "
-              f"{raw.object_guess.shape[0]} x {raw.object_guess.shape[1]} px, "
-              f"mean total counts {counts:.4g}", file=sys.stderr)
-    print(output)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m ptychopinn.simulate"))

@@ -1,8 +1,9 @@
 """Backend dispatcher: one entry point per workflow, routed by ``config.backend``.
 
 Only the ``pytorch`` backend exists. An unknown backend is a ``ValueError``; a backend
-that cannot be imported is a ``RuntimeError`` saying how to install it. There is no
-silent fallback. This module imports no torch until a workflow runs.
+that cannot be imported is a :class:`BackendUnavailableError` (a ``RuntimeError``) saying
+what to install. There is no silent fallback. This module imports no torch until a
+workflow runs.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ptychopinn.config import BACKENDS, ExecutionConfig, InferenceConfig, TrainingConfig
+from ptychopinn.errors import RuntimeFault
 
 if TYPE_CHECKING:
     import numpy as np
 
     from ptychopinn.data import RawData
 
-INSTALL_HINT = "pip install torch==2.13.0 && pip install 'ptychopinn'"
+INSTALL_HINT = "pip install 'torch>=2.2' 'lightning>=2.2'"
+
+
+class BackendUnavailableError(RuntimeFault):
+    """The selected backend's packages are not installed; the message says what to install."""
 
 
 def _backend(backend: str, part: str) -> ModuleType:
@@ -32,9 +38,10 @@ def _backend(backend: str, part: str) -> ModuleType:
     try:
         return importlib.import_module(f"ptychopinn_torch.{part}")
     except ImportError as exc:
-        raise RuntimeError(
-            f"PyTorch backend selected but it cannot be imported ({exc}). "
-            f"Install it with: {INSTALL_HINT}"
+        missing = getattr(exc, "name", None) or str(exc)
+        raise BackendUnavailableError(
+            f"the PyTorch backend requires torch>=2.2 and lightning>=2.2, but {missing!s} "
+            f"cannot be imported; install them with: {INSTALL_HINT}"
         ) from exc
 
 
@@ -44,17 +51,34 @@ def train_cdi_model_with_backend(
     config: TrainingConfig,
     execution_config: ExecutionConfig | None = None,
     epoch_callback: Any = None,
+    resume: bool = False,
 ) -> Any:
     """Train with ``config.backend``; returns the backend's TrainingResult (history,
-    module, output paths). ``epoch_callback(report)`` returning False stops training."""
+    module, output paths). ``epoch_callback(report)`` returning False stops training;
+    ``resume`` continues from the output directory's last checkpoint."""
     train = _backend(config.backend, "train")
     return train.train(train_data, test_data, config, execution_config,
-                       epoch_callback=epoch_callback)
+                       epoch_callback=epoch_callback, resume=resume)
 
 
-def load_inference_bundle_with_backend(path: str | Path, backend: str = "pytorch") -> Any:
-    """Load a model bundle (or Lightning checkpoint, or an output directory holding one)."""
-    return _backend(backend, "inference").load_model(path)
+def accelerator_problem_with_backend(accelerator: str, backend: str = "pytorch") -> str | None:
+    """Why ``accelerator`` cannot run on this machine with ``backend``, or None if it can."""
+    return _backend(backend, "devices").accelerator_unavailable(accelerator)
+
+
+def load_inference_bundle_with_backend(
+    path: str | Path | None,
+    backend: str = "pytorch",
+    *,
+    run_id: str | None = None,
+    tracking_uri: str | None = None,
+) -> Any:
+    """Load a model bundle (or checkpoint, weights file, or an output directory holding
+    one), or with ``run_id`` the bundle logged by that MLflow run (at ``tracking_uri``)."""
+    inference = _backend(backend, "inference")
+    if run_id is not None:
+        return inference.load_model(path, run_id=run_id, tracking_uri=tracking_uri)
+    return inference.load_model(path)
 
 
 def reconstruct_with_backend(
@@ -71,6 +95,18 @@ def reconstruct_with_backend(
                                  progress_callback=progress_callback)
 
 
+def run_inference_with_backend(
+    inference_config: InferenceConfig,
+    execution_config: ExecutionConfig | None = None,
+    data: RawData | None = None,
+    model: Any = None,
+) -> Any:
+    """Load the model and data ``inference_config`` names (unless given), reconstruct and
+    write the outputs to ``inference_config.output_dir``; returns (Reconstruction, paths)."""
+    inference = _backend(inference_config.backend, "inference")
+    return inference.run_inference(inference_config, execution_config, data=data, model=model)
+
+
 def run_cdi_example_with_backend(
     train_data: RawData,
     test_data: RawData | None,
@@ -82,13 +118,15 @@ def run_cdi_example_with_backend(
     when there is none).
 
     Returns ``(amplitude, phase, results)``; amplitude and phase are None without
-    stitching. ``results`` holds ``backend``, ``history``, ``training_result``,
-    ``bundle_path`` and, with stitching, ``reconstruction``.
+    stitching. ``results`` holds ``backend``, ``history``, ``models`` (``{"lightning_module":
+    the trained module}``, as in the seeds), ``training_result``, ``bundle_path`` and, with
+    stitching, ``reconstruction``.
     """
     result = train_cdi_model_with_backend(train_data, test_data, config, execution_config)
     results: dict[str, Any] = {
         "backend": config.backend,
         "history": result.history,
+        "models": {"lightning_module": result.module},
         "training_result": result,
         "bundle_path": result.bundle_path,
     }

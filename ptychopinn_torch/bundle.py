@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ptychopinn._io import atomic_output
+from ptychopinn._io import atomic_output, file_sha256
+from ptychopinn.errors import InputError
 
 __all__ = [
     "BUNDLE_FILENAME",
@@ -57,7 +58,7 @@ WEIGHTS_NAME = "weights.pt"
 _RESERVED_PREFIX = "__"
 
 
-class BundleError(ValueError):
+class BundleError(InputError):
     """A file is not a readable PtychoPINN bundle (or checkpoint); the message says why."""
 
 
@@ -473,8 +474,4 @@ def bundle_sha256(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     if not p.is_file():
         raise BundleNotFoundError(f"file not found: {p}")
-    digest = hashlib.sha256()
-    with p.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(p)

@@ -63,8 +63,9 @@ def split_indices(
 class PtychoDataModule(L.LightningDataModule):
     """Training and validation loaders from grouped data.
 
-    Validation comes from the test data when given, else from a seeded split of the
-    training groups (``TrainingConfig.validation_fraction``).
+    Validation comes from the test data when given, else from a split of the training
+    groups (``TrainingConfig.validation_fraction``, seeded by ``val_seed``). Only the
+    training loader drops an incomplete last batch (``ExecutionConfig.drop_last``).
     """
 
     def __init__(
@@ -87,7 +88,7 @@ class PtychoDataModule(L.LightningDataModule):
             )
         else:
             train_idx, val_idx = split_indices(
-                len(full), training_config.validation_fraction, training_config.subsample_seed
+                len(full), training_config.validation_fraction, training_config.val_seed
             )
             self.train_set = torch.utils.data.Subset(full, train_idx.tolist())
             self.val_set = (
@@ -98,13 +99,14 @@ class PtychoDataModule(L.LightningDataModule):
     def has_validation(self) -> bool:
         return self.val_set is not None and len(self.val_set) > 0
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
         ex = self.execution_config
         kwargs: dict = {
             "batch_size": self.training_config.batch_size,
             "shuffle": shuffle,
             "num_workers": ex.num_workers,
             "pin_memory": ex.pin_memory,
+            "drop_last": drop_last,
         }
         if ex.num_workers > 0:
             kwargs["persistent_workers"] = ex.persistent_workers
@@ -115,7 +117,8 @@ class PtychoDataModule(L.LightningDataModule):
         return DataLoader(dataset, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=not self.training_config.sequential_sampling)
+        return self._loader(self.train_set, shuffle=not self.training_config.sequential_sampling,
+                            drop_last=self.execution_config.drop_last)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.has_validation:

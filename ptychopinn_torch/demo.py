@@ -15,16 +15,16 @@ import time
 from pathlib import Path
 
 from ptychopinn._io import atomic_write_text
-from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, TrainingConfig
-from ptychopinn.simulate import simulate_dataset
-from ptychopinn_torch.cli_common import (
+from ptychopinn.cli.common import (
     CliArgumentParser,
-    accelerator_unavailable,
     build_or_exit,
     configure_console_logging,
     positive_float,
     positive_int,
 )
+from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, TrainingConfig
+from ptychopinn.simulate import simulate_dataset
+from ptychopinn_torch.devices import accelerator_unavailable
 
 logger = logging.getLogger("ptychopinn_torch.demo")
 

@@ -1,16 +1,24 @@
-"""Inference workflow and command line (``python -m ptychopinn_torch.inference``).
+"""Inference workflow: a trained model reconstructs a new scan in one streamed pass.
 
-A trained model reconstructs a new scan in one streamed pass: group the positions,
-predict object patches batch by batch on the accelerator, and stitch them on the CPU.
-Only one batch at a time lives on the accelerator.
+Group the positions, predict object patches batch by batch on the accelerator, and stitch
+them on the CPU; only one batch at a time lives on the accelerator. Its command line is
+``ptychopinn.cli.infer`` (``ptychopinn infer``); running this module
+(``python -m ptychopinn_torch.inference``) starts that command line before torch is imported.
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
+
+if __name__ == "__main__":  # parse the flags first: --help must not wait for torch
+    from ptychopinn.cli.infer import main
+
+    sys.exit(main(prog="python -m ptychopinn_torch.inference"))
+
 import json
 import logging
-import sys
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, TrainingConfig
+from ptychopinn.config_file import CONFIG_FILENAME, write_config_file
 from ptychopinn.data import DataContractError, RawData
 from ptychopinn.grouping import find_groups, input_scale
 from ptychopinn_torch.bundle import (
@@ -28,16 +38,7 @@ from ptychopinn_torch.bundle import (
     read_bundle,
     read_lightning_checkpoint,
 )
-from ptychopinn_torch.cli_common import (
-    CliArgumentParser,
-    accelerator_unavailable,
-    add_execution_flags,
-    build_or_exit,
-    configure_console_logging,
-    positive_int,
-    resolve_accelerator,
-    show_deprecation_warnings,
-)
+from ptychopinn_torch.devices import select_device
 from ptychopinn_torch.module import PtychoPINNModule
 from ptychopinn_torch.stitching import Stitcher
 from ptychopinn_torch.trainer import CHECKPOINT_DIRNAME, LAST_CHECKPOINT
@@ -106,27 +107,61 @@ def _module_from_hparams(hp: dict[str, Any], state_dict: dict[str, torch.Tensor]
     return module
 
 
+#: What a model directory is searched for, in this order: the bundle, the last
+#: checkpoint, then the seeds' weight-file names (torch.save'd dicts with "state_dict" and
+#: "hyper_parameters", read like a checkpoint: weights only, never unpickled).
+MODEL_FILES = (BUNDLE_FILENAME, f"{CHECKPOINT_DIRNAME}/{LAST_CHECKPOINT}", "wts.pt", "model.pt")
+_CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+
+
 def resolve_model_path(path: str | Path) -> Path:
-    """A bundle file, a Lightning .ckpt, or a training output directory holding either
-    (the bundle is preferred over checkpoints/last.ckpt)."""
+    """A bundle file, a Lightning .ckpt / torch .pt file, or a training output directory
+    holding one of :data:`MODEL_FILES` (the first found wins)."""
     path = Path(path)
     if path.is_dir():
-        for candidate in (path / BUNDLE_FILENAME, path / CHECKPOINT_DIRNAME / LAST_CHECKPOINT):
-            if candidate.is_file():
-                return candidate
-        raise BundleError(
-            f"{path} holds no model: expected {BUNDLE_FILENAME} or "
-            f"{CHECKPOINT_DIRNAME}/{LAST_CHECKPOINT}"
-        )
+        for name in MODEL_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise BundleError(f"{path} holds no model: expected one of {', '.join(MODEL_FILES)}")
     if not path.exists():
         raise BundleError(f"model file {path} does not exist")
     return path
 
 
-def load_model(path: str | Path) -> LoadedModel:
-    """Load a model bundle or Lightning checkpoint without executing code from it."""
+def model_from_mlflow(run_id: str, tracking_uri: str | None = None) -> Path:
+    """Download the bundle logged by MLflow run ``run_id`` (training with the mlflow
+    logger logs it) and return its local path. ``tracking_uri`` None: MLflow's default
+    (the MLFLOW_TRACKING_URI environment variable, else ./mlruns)."""
+    try:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+    except ImportError as exc:
+        raise BundleError("InferenceConfig.run_id needs the mlflow package: "
+                          "pip install 'ptychopinn[mlflow]'") from exc
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    target = Path(tempfile.mkdtemp(prefix="ptychopinn_mlflow_"))
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=BUNDLE_FILENAME, tracking_uri=tracking_uri,
+            dst_path=str(target))
+    except (MlflowException, OSError) as exc:
+        where = tracking_uri or mlflow.get_tracking_uri()
+        reason = " ".join(str(exc).split())[:300]
+        raise BundleError(f"InferenceConfig.run_id={run_id!r} is invalid: no model bundle "
+                          f"of that MLflow run at {where} ({reason})") from None
+    return Path(local)
+
+
+def load_model(path: str | Path | None = None, *, run_id: str | None = None,
+               tracking_uri: str | None = None) -> LoadedModel:
+    """Load a model bundle, checkpoint or weights file (``path``), or the bundle logged by
+    MLflow run ``run_id``, without executing code from it."""
+    if run_id is not None:
+        path = model_from_mlflow(run_id, tracking_uri)
+    if path is None:
+        raise BundleError("no model given: set a model path or an MLflow run id")
     source = resolve_model_path(path)
-    if source.suffix == ".ckpt":
+    if source.suffix in _CHECKPOINT_SUFFIXES:
         state_dict, hp = read_lightning_checkpoint(source)
         summary: dict[str, Any] = {}
     else:
@@ -168,25 +203,6 @@ def loaded_model_from_training(result: Any) -> LoadedModel:
         source_path=Path(result.bundle_path or result.output_dir),
         training_summary=dict(result.summary),
     )
-
-
-def select_device(accelerator: str) -> torch.device:
-    """The torch device an accelerator name means; 'auto' picks CUDA, then MPS, then CPU."""
-    if accelerator == "tpu":
-        raise RuntimeError("inference on TPU is not supported; use cpu or gpu")
-    problem = accelerator_unavailable(accelerator)
-    if problem is not None:
-        raise RuntimeError(problem)
-    if accelerator in ("gpu", "cuda"):
-        return torch.device("cuda")
-    if accelerator == "mps":
-        return torch.device("mps")
-    if accelerator == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-    return torch.device("cpu")
 
 
 def check_inference_inputs(model: LoadedModel, data: RawData) -> None:
@@ -238,7 +254,9 @@ def reconstruct(
     Groups are formed like in training (nearest neighbours, seeded); ``n_groups=None``
     makes one group per scan position. Patches are predicted in batches of
     ``inference_batch_size`` (default: the training batch size) and stitched on the CPU.
-    ``progress_callback(done_groups, total_groups)`` is called after each batch.
+    ``progress_callback(done_groups, total_groups)`` is called after each batch; with
+    ``execution_config.enable_progress_bar`` a progress bar over the groups is shown on
+    stderr.
     """
     if not isinstance(model, LoadedModel):
         model = load_model(model)
@@ -281,12 +299,15 @@ def reconstruct(
         pin_memory=ex.pin_memory and device.type == "cuda",
     )
     done = 0
-    for x, offsets, group_pos in loader:
-        patches = module.predict_patches(x.to(device), offsets.to(device)).cpu().numpy()
-        stitcher.add(patches.reshape(-1, model.N, model.N), group_pos.numpy().reshape(-1, 2))
-        done += x.shape[0]
-        if progress_callback is not None:
-            progress_callback(done, n_groups)
+    with tqdm(total=n_groups, desc="reconstructing", unit="group", file=sys.stderr,
+              disable=not ex.enable_progress_bar, leave=False) as bar:
+        for x, offsets, group_pos in loader:
+            patches = module.predict_patches(x.to(device), offsets.to(device)).cpu().numpy()
+            stitcher.add(patches.reshape(-1, model.N, model.N), group_pos.numpy().reshape(-1, 2))
+            done += x.shape[0]
+            bar.update(x.shape[0])
+            if progress_callback is not None:
+                progress_callback(done, n_groups)
     stitched = stitcher.result()
     return Reconstruction(
         object=stitched.object.astype(np.complex64),
@@ -410,9 +431,11 @@ def run_inference(
 ) -> tuple[Reconstruction, dict[str, Path]]:
     """Load the model and data named in ``inference_config``, reconstruct, write outputs."""
     if model is None:
-        if inference_config.model_path is None:
+        if inference_config.model_path is None and inference_config.run_id is None:
             raise BundleError("InferenceConfig.model_path is not set")
-        model = load_model(inference_config.model_path)
+        model = load_model(inference_config.model_path, run_id=inference_config.run_id,
+                           tracking_uri=(execution_config or ExecutionConfig()
+                                         ).mlflow_tracking_uri)
     if data is None:
         if inference_config.test_data_file is None:
             raise DataContractError("InferenceConfig.test_data_file is not set")
@@ -427,88 +450,7 @@ def run_inference(
         "model_source": str(model.source_path),
     }
     paths = write_outputs(recon, Path(inference_config.output_dir), configs, data.object_guess)
+    paths["config"] = write_config_file(
+        Path(inference_config.output_dir) / CONFIG_FILENAME,
+        {"inference": inference_config, "execution": ex}, "ptychopinn infer")
     return recon, paths
-
-
-# ---------------------------------------------------------------------- command line
-def build_parser() -> argparse.ArgumentParser:
-    p = CliArgumentParser(
-        prog="python -m ptychopinn_torch.inference",
-        description="Reconstruct a scan with a trained PtychoPINN model.",
-    )
-    p.add_argument("--model_path", type=Path, required=True,
-                   help="Model bundle (.zip), Lightning checkpoint (.ckpt), or a training "
-                        "output directory holding one (required).")
-    p.add_argument("--test_data", type=Path, required=True,
-                   help="NPZ scan to reconstruct (required).")
-    p.add_argument("--output_dir", type=Path, required=True,
-                   help="Directory for the images, reconstruction.npz and metrics.json "
-                        "(required).")
-    p.add_argument("--n_images", type=positive_int, default=None,
-                   help="Number of groups to reconstruct (default: one per scan position, "
-                        "i.e. the whole scan).")
-    add_execution_flags(p, inference=True)
-    p.add_argument("--inference-batch-size", dest="inference_batch_size", type=positive_int,
-                   default=None,
-                   help="Groups per inference batch (default: the training batch size).")
-    p.add_argument("--stitch-weighting", dest="stitch_weighting",
-                   choices=("uniform", "probe"), default="uniform",
-                   help="Weights of overlapping patches (default: uniform).")
-    p.add_argument("--no-align-phase", dest="stitch_align_phase", action="store_false",
-                   help="Do not remove each patch's constant phase offset against its "
-                        "neighbours while stitching (default: align).")
-    p.add_argument("--flip_x", action="store_true", help="Flip each patch left-right.")
-    p.add_argument("--flip_y", action="store_true", help="Flip each patch up-down.")
-    p.add_argument("--transpose", action="store_true", help="Transpose each patch.")
-    return p
-
-
-def configs_from_args(args: argparse.Namespace) -> tuple[InferenceConfig, ExecutionConfig]:
-    inference = InferenceConfig(
-        model_path=args.model_path,
-        test_data_file=args.test_data,
-        n_groups=args.n_images,
-        output_dir=args.output_dir,
-        stitch_weighting=args.stitch_weighting,
-        stitch_align_phase=args.stitch_align_phase,
-        flip_x=args.flip_x,
-        flip_y=args.flip_y,
-        transpose=args.transpose,
-    )
-    execution = ExecutionConfig(
-        accelerator=resolve_accelerator(args),
-        num_workers=args.num_workers,
-        inference_batch_size=args.inference_batch_size,
-        enable_progress_bar=not args.quiet,
-    )
-    return inference, execution
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit code."""
-    show_deprecation_warnings()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    configure_console_logging(args.quiet)
-    inference, execution = build_or_exit(parser, lambda: configs_from_args(args))
-    try:
-        select_device(execution.accelerator)
-    except RuntimeError as exc:
-        parser.error(f"argument --accelerator: {exc}")
-    if not args.test_data.is_file():
-        parser.error(f"--test_data {args.test_data}: no such file")
-    try:
-        model = load_model(args.model_path)
-        data = RawData.from_file(args.test_data)
-        check_inference_inputs(model, data)
-    except (BundleError, DataContractError) as exc:
-        parser.error(str(exc))
-    recon, paths = run_inference(inference, execution, data=data, model=model)
-    if not args.quiet:
-        for name, path in paths.items():
-            print(f"{name}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,24 +14,27 @@ import lightning as L
 import numpy as np
 import torch
 
+from ptychopinn import config as configs
 from ptychopinn.config import (
+    LEARNING_RATE,
+    PHYSICS_WEIGHT,
+    TRAIN_LOSS,
     ExecutionConfig,
     ModelConfig,
     TrainingConfig,
-    logged_metric_names,
 )
-from ptychopinn_torch import physics
+from ptychopinn.errors import RuntimeFault
+from ptychopinn_torch import physics, stages
 from ptychopinn_torch.networks import Generator
 from ptychopinn_torch.trainer import (
     CHECKPOINT_DIRNAME,
     LAST_CHECKPOINT,
-    LEARNING_RATE,
-    TRAIN_LOSS,
     build_scheduler,
+    initial_learning_rate,
 )
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RuntimeFault):
     """Training produced a NaN or Inf loss; the last good checkpoint is kept."""
 
 
@@ -104,6 +107,7 @@ class PtychoPINNModule(L.LightningModule):
             amp=out.amplitude,
             phase=out.phase,
             label=labels,
+            physics_weight=stages.physics_weight(self.current_epoch, self.training_config),
         )
         loss = terms["loss"]
         if not torch.isfinite(loss):
@@ -140,10 +144,16 @@ class PtychoPINNModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        lr *= stages.learning_rate_factor(self.current_epoch, self.training_config)
         self.log(LEARNING_RATE, float(lr), on_step=False, on_epoch=True, sync_dist=True)
+        weight = stages.physics_weight(self.current_epoch, self.training_config)
+        if weight is not None:
+            self.log(PHYSICS_WEIGHT, weight, on_step=False, on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.execution_config.learning_rate)
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        lr = initial_learning_rate(self.training_config, self.execution_config, world_size)
+        optimizer = torch.optim.Adam(self.parameters(), lr=lr)
         scheduler = build_scheduler(
             optimizer, self.execution_config.scheduler, self.training_config.nepochs, self.monitor
         )
@@ -153,16 +163,25 @@ class PtychoPINNModule(L.LightningModule):
 
     # ------------------------------------------------------------------ names
     def logged_metric_names(self, has_validation: bool, has_labels: bool) -> set[str]:
-        """Every metric this module logs per epoch (:func:`ptychopinn.config.logged_metric_names`),
-        used to check a checkpoint monitor before training starts."""
-        tc = self.training_config
-        return logged_metric_names(
-            self.model_config.model_type,
-            tc.loss_mode,
-            has_labels=has_labels,
-            realspace_weight=tc.realspace_weight,
-            has_validation=has_validation,
-        )
+        """Every metric this module logs per epoch (see :func:`logged_metric_names`)."""
+        return logged_metric_names(self.training_config, has_validation, has_labels)
+
+
+def logged_metric_names(
+    training_config: TrainingConfig, has_validation: bool, has_labels: bool
+) -> set[str]:
+    """Every metric a module with these configs logs per epoch
+    (:func:`ptychopinn.config.logged_metric_names`), used to check a checkpoint monitor
+    before the module exists."""
+    tc = training_config
+    return configs.logged_metric_names(
+        tc.model.model_type,
+        tc.loss_mode,
+        has_labels=has_labels,
+        realspace_weight=tc.realspace_weight,
+        has_validation=has_validation,
+        staged=stages.stages_enabled(tc),
+    )
 
 
 def intensity_scale_for(nphotons: float | None, mean_total_counts: float, N: int) -> float:

@@ -16,11 +16,14 @@ Two layouts (``ModelConfig.generator``):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
+
+from ptychopinn_torch.attention import bottleneck_attention, decoder_attention, encoder_attention
 
 if TYPE_CHECKING:
     from ptychopinn.config import ModelConfig
@@ -105,6 +108,7 @@ class _Decoder(nn.Module):
         pad_object: bool,
         probe_big: bool,
         act: nn.Module,
+        attention: Callable[[int], nn.Module] = lambda channels: nn.Identity(),
     ) -> None:
         super().__init__()
         self.N = n
@@ -114,6 +118,7 @@ class _Decoder(nn.Module):
         rev = widths[::-1]
         # Up to N/2: len(widths) - 1 upsampling stages from the 8 px bottleneck.
         self.up_blocks = nn.ModuleList(_conv_block(rev[i], rev[i + 1]) for i in range(len(rev) - 1))
+        self.attention = nn.ModuleList(attention(rev[i + 1]) for i in range(len(rev) - 1))
         w0 = widths[0]
         self.centre = nn.Conv2d(w0, n_out, 3, padding=1)
         if probe_big:
@@ -130,8 +135,8 @@ class _Decoder(nn.Module):
             self.border = None
 
     def forward(self, z: Tensor) -> Tensor:
-        for block in self.up_blocks:
-            z = block(F.interpolate(z, scale_factor=2, mode="nearest"))
+        for block, attend in zip(self.up_blocks, self.attention, strict=True):
+            z = attend(block(F.interpolate(z, scale_factor=2, mode="nearest")))
         # z is at N/2 x N/2 here.
         full = None
         if self.probe_big:
@@ -179,7 +184,7 @@ class _UNetDecoder(nn.Module):
 
     def __init__(
         self, widths: list[int], n_out: int, n: int, pad_object: bool, probe_big: bool,
-        act: nn.Module,
+        act: nn.Module, attention: Callable[[int], nn.Module] = lambda channels: nn.Identity(),
     ) -> None:
         super().__init__()
         self.act = act
@@ -187,6 +192,8 @@ class _UNetDecoder(nn.Module):
             _conv_block(widths[min(level + 1, len(widths) - 1)] + widths[level], widths[level])
             for level in reversed(range(len(widths)))
         )
+        self.attention = nn.ModuleList(attention(widths[level])
+                                       for level in reversed(range(len(widths))))
         self.centre = nn.Conv2d(widths[0], n_out, 3, padding=1)
         self.border = nn.Conv2d(widths[0], n_out, 3, padding=1) if probe_big else None
         centre_mask = torch.ones((n, n), dtype=torch.float32)
@@ -197,8 +204,10 @@ class _UNetDecoder(nn.Module):
         self.register_buffer("centre_mask", centre_mask)
 
     def forward(self, z: Tensor, skips: list[Tensor]) -> Tensor:
-        for block, skip in zip(self.up_blocks, reversed(skips), strict=True):
+        for block, attend, skip in zip(self.up_blocks, self.attention, reversed(skips),
+                                       strict=True):
             z = block(torch.cat([F.interpolate(z, size=skip.shape[-2:], mode="nearest"), skip], 1))
+            z = attend(z)
         out = self.act(self.centre(z)) * self.centre_mask
         if self.border is not None:
             out = out + self.act(self.border(z)) * (1.0 - self.centre_mask)
@@ -251,10 +260,14 @@ class Generator(nn.Module):
             enc.append(_conv_block(c_in, w))
             c_in = w
         self.encoder = nn.ModuleList(enc)
+        # Attention blocks (ptychopinn_torch.attention); Identity when switched off.
+        self.encoder_attention = nn.ModuleList(encoder_attention(w, model_config) for w in widths)
         self.bottleneck = _conv_block(widths[-1], widths[-1])
+        self.bottleneck_attention = bottleneck_attention(widths[-1], model_config)
         pad_object = bool(model_config.pad_object)
         probe_big = bool(model_config.probe_big)
         decoder = _UNetDecoder if self.kind == "unet" else _Decoder
+        attend = lambda channels: decoder_attention(channels, model_config)  # noqa: E731
         self.amp_decoder = decoder(
             widths,
             self.C,
@@ -262,8 +275,9 @@ class Generator(nn.Module):
             pad_object,
             probe_big,
             amplitude_activation(model_config.amp_activation),
+            attend,
         )
-        self.phase_decoder = decoder(widths, self.C, n, pad_object, probe_big, _PiTanh())
+        self.phase_decoder = decoder(widths, self.C, n, pad_object, probe_big, _PiTanh(), attend)
         if sigma > 0:
             k = gaussian_kernel_1d(sigma)
             self.register_buffer("smooth_kernel", k)
@@ -299,11 +313,11 @@ class Generator(nn.Module):
             estimate = backproject(x, probe)
             z = torch.cat([x, estimate.real, estimate.imag], dim=1)
         skips = []
-        for block in self.encoder:
-            features = block(z)
+        for block, attend in zip(self.encoder, self.encoder_attention, strict=True):
+            features = attend(block(z))
             skips.append(features)
             z = F.max_pool2d(features, 2)
-        z = self.bottleneck(z)
+        z = self.bottleneck_attention(self.bottleneck(z))
         # float32 before polar: under mixed precision the heads may run in half precision,
         # and the object must be complex64 for the FFT forward model.
         if self.kind == "unet":

@@ -486,11 +486,14 @@ def total_loss(
     amp: Tensor | None = None,
     phase: Tensor | None = None,
     label: Tensor | None = None,
+    physics_weight: float | None = None,
 ) -> dict[str, Tensor]:
     """Weighted training loss; returns named components and their weighted sum ``"loss"``.
 
     model_type "pinn":
-      * loss_mode "poisson": ``nll_weight * poisson + mae_weight * mae``;
+      * loss_mode "poisson": ``nll_weight * poisson + mae_weight * mae``; during training
+        stages (``physics_weight`` w not None, ptychopinn_torch.stages) that physics loss
+        is blended with the amplitude MAE: ``w * physics + (1 - w) * mae``;
       * loss_mode "mae": ``w * mae`` with ``w = mae_weight`` if it is > 0 else 1 (physics
         weight 0; ``nll_weight`` is not used and ``poisson`` is not computed);
       * plus ``realspace_weight * w_r * realspace`` when ``label`` is given and
@@ -520,6 +523,8 @@ def total_loss(
             raise PhysicsError("loss_mode 'poisson' needs intensity_scale")
         parts["poisson"] = poisson_nll(pred_amp, meas_amp, intensity_scale, meas_intensity_scale)
         loss = cfg.nll_weight * parts["poisson"] + cfg.mae_weight * parts["mae"]
+        if physics_weight is not None:
+            loss = physics_weight * loss + (1.0 - physics_weight) * parts["mae"]
     elif cfg.loss_mode == "mae":
         mae_w = cfg.mae_weight if cfg.mae_weight > 0 else 1.0
         loss = mae_w * parts["mae"]

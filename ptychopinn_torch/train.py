@@ -1,11 +1,24 @@
-"""Training workflow and command line (``python -m ptychopinn_torch.train``)."""
+"""Training workflow: data + configs -> trained module, checkpoints, logs and bundle.
+
+Its command line is ``ptychopinn.cli.train`` (``ptychopinn train``); running this module
+(``python -m ptychopinn_torch.train``) starts that command line before torch is imported.
+"""
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
+
+if __name__ == "__main__":  # parse the flags first: --help must not wait for torch
+    from ptychopinn.cli.train import main
+
+    sys.exit(main(prog="python -m ptychopinn_torch.train"))
+
+import contextlib
+import logging
+import os
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,24 +26,20 @@ from typing import Any
 import lightning as L
 import torch
 
-from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
+from ptychopinn._io import atomic_write_text
+from ptychopinn.config import ExecutionConfig, TrainingConfig
+from ptychopinn.config_file import CONFIG_FILENAME, write_config_file
 from ptychopinn.data import DataContractError, RawData
 from ptychopinn.grouping import group_for_training, input_scale, mean_total_counts
-from ptychopinn_torch.bundle import BUNDLE_FILENAME, bundle_sha256, save_bundle
-from ptychopinn_torch.cli_common import (
-    CliArgumentParser,
-    accelerator_unavailable,
-    add_execution_flags,
-    build_or_exit,
-    configure_console_logging,
-    error_naming_flag,
-    positive_float,
-    positive_int,
-    resolve_accelerator,
-    show_deprecation_warnings,
-)
+from ptychopinn_torch.bundle import BUNDLE_FILENAME, BundleError, bundle_sha256, save_bundle
 from ptychopinn_torch.datamodule import PtychoDataModule
-from ptychopinn_torch.module import NonFiniteLossError, PtychoPINNModule, intensity_scale_for
+from ptychopinn_torch.inference import LoadedModel, load_model
+from ptychopinn_torch.module import (
+    NonFiniteLossError,
+    PtychoPINNModule,
+    intensity_scale_for,
+    logged_metric_names,
+)
 from ptychopinn_torch.trainer import (
     CHECKPOINT_DIRNAME,
     LAST_CHECKPOINT,
@@ -43,7 +52,7 @@ from ptychopinn_torch.trainer import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainingResult", "train", "main", "NonFiniteLossError", "TrainingSetupError"]
+__all__ = ["TrainingResult", "train", "NonFiniteLossError", "TrainingSetupError"]
 
 
 @dataclass
@@ -100,25 +109,58 @@ def train(
     epoch_callback: EpochCallback | None = None,
     resume: bool = False,
     write_bundle: bool = True,
+    init_model: str | Path | LoadedModel | None = None,
 ) -> TrainingResult:
     """Train a model on ``train_data`` (validation on ``test_data`` or a seeded split).
 
     Writes checkpoints under ``<output_dir>/checkpoints``, logs under
-    ``<output_dir>/lightning_logs`` and the model bundle ``<output_dir>/ptychopinn_model.zip``.
-    ``epoch_callback(report)`` runs after every epoch; returning False stops training.
-    ``resume`` continues from ``<output_dir>/checkpoints/last.ckpt`` when it exists.
+    ``<output_dir>/lightning_logs``, the configuration used as
+    ``<output_dir>/resolved_config.yaml`` and the model bundle
+    ``<output_dir>/ptychopinn_model.zip``. ``epoch_callback(report)`` runs after every
+    epoch; returning False stops training. ``resume`` continues from
+    ``<output_dir>/checkpoints/last.ckpt`` when it exists.
+
+    Fine-tuning: ``init_model`` (a bundle path or a loaded model; default
+    ``training_config.init_model``) supplies the starting network weights, checked
+    strictly against the configured architecture (:func:`load_initial_weights`); the
+    learning rate is multiplied by ``fine_tune_gamma`` and the new bundle's summary records
+    the parent's path and SHA-256.
     """
     config = training_config
     execution = execution_config or ExecutionConfig()
+    parent = None
+    if init_model is not None or config.init_model is not None:
+        parent = _parent_model(init_model if init_model is not None else config.init_model)
+        config = config.replace(init_model=parent.source_path)
     check_training_inputs(train_data, test_data, config)
+    with _debug_logging(config.debug):
+        return _train(train_data, test_data, config, execution, epoch_callback, resume,
+                      write_bundle, parent)
 
+
+def _train(
+    train_data: RawData,
+    test_data: RawData | None,
+    config: TrainingConfig,
+    execution: ExecutionConfig,
+    epoch_callback: EpochCallback | None,
+    resume: bool,
+    write_bundle: bool,
+    parent: LoadedModel | None,
+) -> TrainingResult:
     if execution.deterministic and config.subsample_seed is None:
         logger.warning("deterministic training with subsample_seed=None: the groups drawn "
-                       "and the validation split differ from run to run")
+                       "differ from run to run")
+    # The seeds set the hash seed with the others; it reaches the processes started from
+    # here (DataLoader workers, DDP), not this interpreter's own str hashes.
+    os.environ["PYTHONHASHSEED"] = str(execution.seed)
     L.seed_everything(execution.seed, workers=True, verbose=False)
     if execution.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
+    if config.n_subsample is not None:
+        train_data = train_data.subsample(config.n_subsample, config.subsample_seed)
+        logger.debug("subsampled %d of the training positions", train_data.n_positions)
     train_grouped = group_for_training(train_data, config)
     val_grouped = group_for_training(test_data, config) if test_data is not None else None
     train_input_scale = input_scale(train_data.diffraction)
@@ -133,6 +175,16 @@ def train(
         val_grouped=val_grouped,
         val_input_scale=input_scale(test_data.diffraction) if test_data is not None else None,
     )
+    if execution.drop_last and len(datamodule.train_set) < config.batch_size:
+        raise TrainingSetupError(
+            f"ExecutionConfig.drop_last=True drops every batch: {len(datamodule.train_set)} "
+            f"training groups are fewer than batch_size={config.batch_size}"
+        )
+    monitor = resolve_monitor(
+        execution.checkpoint_monitor,
+        datamodule.has_validation,
+        logged_metric_names(config, datamodule.has_validation, train_data.labels is not None),
+    )
     probe = train_data.probe_guess if train_data.probe_guess.ndim == 2 else train_data.probe_guess[0]
     module = PtychoPINNModule(
         model_config=config.model.to_dict(),
@@ -141,16 +193,24 @@ def train(
         intensity_scale=intensity_scale,
         input_scale=train_input_scale,
         probe=probe,
+        monitor=monitor,
     )
-    monitor = resolve_monitor(
-        execution.checkpoint_monitor,
-        datamodule.has_validation,
-        module.logged_metric_names(datamodule.has_validation, train_data.labels is not None),
-    )
-    module.monitor = module.hparams.monitor = monitor
+    if parent is not None:
+        load_initial_weights(module, parent)
+    logger.debug("%d training groups, %d validation groups, input scale %.4g, intensity "
+                 "scale %.4g, monitor %s", len(datamodule.train_set),
+                 len(datamodule.val_set) if datamodule.has_validation else 0,
+                 train_input_scale, intensity_scale, monitor)
 
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    write_config_file(output_dir / CONFIG_FILENAME,
+                      {"model": config.model, "training": config, "execution": execution},
+                      "ptychopinn train")
+    if train_data.sample_indices is not None:
+        seed = config.subsample_seed if config.subsample_seed is not None else "None"
+        atomic_write_text(output_dir / f"subsample_seed{seed}_indices.txt",
+                          "".join(f"{i}\n" for i in train_data.sample_indices))
     history = HistoryCallback(epoch_callback=epoch_callback,
                               log_each_epoch=not execution.enable_progress_bar)
     trainer = build_trainer(config, execution, monitor, history, datamodule.has_validation)
@@ -161,7 +221,13 @@ def train(
         logger.info("resuming from %s", ckpt_path)
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with warnings.catch_warnings():
+        if ckpt_path is not None:
+            # Resuming writes into the existing checkpoint directory on purpose.
+            warnings.filterwarnings(
+                "ignore", message=r"Checkpoint directory .* exists and is not empty",
+                module=r"lightning\.pytorch\.callbacks\.model_checkpoint")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     elapsed = time.perf_counter() - start
 
     summary = {
@@ -178,9 +244,19 @@ def train(
         "mean_total_counts": counts,
         "torch_version": torch.__version__,
     }
+    if parent is not None:
+        summary["parent_bundle"] = str(parent.source_path)
+        summary["parent_bundle_sha256"] = (bundle_sha256(parent.source_path)
+                                           if parent.source_path.is_file() else None)
+    mlflow_logger = _mlflow_logger(trainer)
+    if mlflow_logger is not None:
+        summary["mlflow_run_id"] = mlflow_logger.run_id
     bundle_path = None
     if write_bundle and trainer.is_global_zero:
         bundle_path = save_model_bundle(module, output_dir / BUNDLE_FILENAME, summary)
+        if mlflow_logger is not None:
+            # The bundle is the run's model: inference --run_id loads it from here.
+            mlflow_logger.experiment.log_artifact(mlflow_logger.run_id, str(bundle_path))
     return TrainingResult(
         history=history.history,
         module=module,
@@ -191,6 +267,80 @@ def train(
         stopped_by_caller=history.stopped_by_caller,
         summary=summary,
     )
+
+
+def _mlflow_logger(trainer: L.Trainer) -> Any:
+    for candidate in trainer.loggers:
+        if type(candidate).__name__ == "MLFlowLogger":
+            return candidate
+    return None
+
+
+@contextlib.contextmanager
+def _debug_logging(debug: bool) -> Iterator[None]:
+    """TrainingConfig.debug: debug-level log lines from our loggers during the run."""
+    if not debug:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("ptychopinn", "ptychopinn_torch")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+
+
+#: ModelConfig fields that shape the network's weights or what they compute; a parent
+#: bundle for fine-tuning must agree on all of them.
+NETWORK_FIELDS = (
+    "N", "gridsize", "n_filters_scale", "generator", "amp_activation", "probe_big",
+    "pad_object", "gaussian_smoothing_sigma", "eca_encoder", "cbam_encoder",
+    "cbam_bottleneck", "cbam_decoder", "eca_decoder", "spatial_decoder",
+    "decoder_spatial_kernel",
+)
+
+
+def _parent_model(init_model: str | Path | LoadedModel) -> LoadedModel:
+    if isinstance(init_model, LoadedModel):
+        return init_model
+    try:
+        return load_model(init_model)
+    except BundleError as exc:
+        raise TrainingSetupError(f"TrainingConfig.init_model={str(init_model)!r} is "
+                                 f"invalid: {exc}") from exc
+
+
+def load_initial_weights(module: PtychoPINNModule, parent: LoadedModel) -> None:
+    """Copy ``parent``'s network weights into ``module`` (fine-tuning).
+
+    Only the generator is copied: the probe and intensity scale belong to the new data.
+    The parent must have the same network (:data:`NETWORK_FIELDS` and every weight's
+    name and shape); otherwise TrainingSetupError lists what differs.
+    """
+    new, old = module.model_config, parent.model_config
+    differ = [f"{name} (bundle {getattr(old, name)!r}, configured {getattr(new, name)!r})"
+              for name in NETWORK_FIELDS if getattr(old, name) != getattr(new, name)]
+    source = parent.module.generator.state_dict()
+    target = module.generator.state_dict()
+    shapes = [k for k in source.keys() & target.keys() if source[k].shape != target[k].shape]
+    missing, unexpected = sorted(target.keys() - source.keys()), sorted(source.keys() - target.keys())
+    if differ or shapes or missing or unexpected:
+        details = "; ".join(filter(None, [
+            f"ModelConfig differs in {', '.join(differ)}" if differ else "",
+            f"weights missing from the bundle: {missing[:5]}" if missing else "",
+            f"weights the model lacks: {unexpected[:5]}" if unexpected else "",
+            f"weights of another shape: {sorted(shapes)[:5]}" if shapes else "",
+        ]))
+        raise TrainingSetupError(
+            f"TrainingConfig.init_model={str(parent.source_path)!r} is invalid: its network "
+            f"does not match the configured one ({details}); configure the same "
+            "architecture as the bundle or start without --init-model"
+        )
+    module.generator.load_state_dict(source, strict=True)
+    logger.info("fine-tuning from %s", parent.source_path)
 
 
 def save_model_bundle(module: PtychoPINNModule, path: Path, summary: dict[str, Any]) -> Path:
@@ -212,182 +362,3 @@ def save_model_bundle(module: PtychoPINNModule, path: Path, summary: dict[str, A
         probe=module.forward_model.probe.detach().cpu(),
         training_summary=summary,
     )
-
-
-# ---------------------------------------------------------------------- command line
-def build_parser() -> argparse.ArgumentParser:
-    p = CliArgumentParser(
-        prog="python -m ptychopinn_torch.train",
-        description="Train a PtychoPINN model (PyTorch Lightning) on a data-contract NPZ.",
-    )
-    p.add_argument("--train_data_file", type=Path, required=True,
-                   help="Path to the training NPZ dataset (required).")
-    p.add_argument("--test_data_file", type=Path, default=None,
-                   help="Optional NPZ used for validation (default: a seeded 5%% split).")
-    p.add_argument("--output_dir", type=Path, required=True,
-                   help="Directory for checkpoints, logs and the model bundle (required).")
-    p.add_argument("--max_epochs", type=positive_int, default=100,
-                   help="Maximum training epochs (default: 100).")
-    p.add_argument("--n_images", type=positive_int, default=512,
-                   help="Number of diffraction groups to train on (default: 512).")
-    p.add_argument("--gridsize", type=positive_int, default=2,
-                   help="Group side: gridsize**2 neighbouring patterns per group (default: 2).")
-    p.add_argument("--batch_size", type=positive_int, default=4,
-                   help="Training batch size in groups (default: 4).")
-    p.add_argument("--N", type=int, choices=(64, 128, 256), default=None,
-                   help="Pattern size (default: taken from the data).")
-    p.add_argument("--model_type", choices=("pinn", "supervised"), default="pinn",
-                   help="pinn (unsupervised, physics loss) or supervised (needs labels). "
-                        "Default: pinn.")
-    p.add_argument("--generator", choices=("unet", "cnn"), default="unet",
-                   help="Network layout: unet (probe back-projection + U-Net, default) or "
-                        "cnn (legacy encoder/decoder).")
-    p.add_argument("--n_filters_scale", type=positive_int, default=2,
-                   help="Multiplies every convolution width (default: 2; 1 is ~4x "
-                        "cheaper, for CPUs).")
-    p.add_argument("--torch-loss-mode", dest="loss_mode", choices=("poisson", "mae"),
-                   default="poisson",
-                   help="poisson: Poisson NLL on counts (physics); mae: amplitude MAE only. "
-                        "Default: poisson.")
-    p.add_argument("--nphotons", type=positive_float, default=None,
-                   help="Photons per pattern for the Poisson scale (default: from the data).")
-    p.add_argument("--neighbor_count", type=positive_int, default=None,
-                   help="Nearest neighbours to draw each group from "
-                        "(default: max(4, gridsize**2)).")
-    add_execution_flags(p, inference=False)
-    p.add_argument("--devices", default="1",
-                   help="Number of devices, or 'auto' (default: 1).")
-    p.add_argument("--strategy", choices=("auto", "ddp", "ddp_spawn"), default="auto",
-                   help="Distributed strategy (default: auto).")
-    p.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
-                   help="Deterministic training for reproducibility (default: enabled).")
-    p.add_argument("--no-deterministic", dest="deterministic", action="store_false",
-                   help="Disable deterministic training (may be faster; not reproducible).")
-    p.add_argument("--learning-rate", dest="learning_rate", type=positive_float, default=1e-3,
-                   help="Adam learning rate (default: 1e-3; typical 1e-5 to 1e-2).")
-    p.add_argument("--scheduler",
-                   choices=("Default", "Exponential", "MultiStage", "Adaptive", "WarmupCosine"),
-                   default="Default",
-                   help="Learning-rate schedule (default: Default = constant).")
-    p.add_argument("--accumulate-grad-batches", dest="accumulate_grad_batches",
-                   type=positive_int, default=1,
-                   help="Accumulate gradients over this many batches (default: 1).")
-    p.add_argument("--enable-checkpointing", dest="enable_checkpointing", action="store_true",
-                   default=True, help="Save checkpoints (default: enabled).")
-    p.add_argument("--disable-checkpointing", dest="enable_checkpointing",
-                   action="store_false", help="Do not save checkpoints.")
-    p.add_argument("--checkpoint-save-top-k", dest="checkpoint_save_top_k", type=int, default=1,
-                   help="Best checkpoints to keep (1 = best only, -1 = all, 0 = only last). "
-                        "Default: 1.")
-    p.add_argument("--checkpoint-monitor", dest="checkpoint_monitor", default="val_loss",
-                   help="Metric for checkpoint selection (default: val_loss; falls back to "
-                        "train_loss without validation data).")
-    p.add_argument("--checkpoint-mode", dest="checkpoint_mode", choices=("min", "max"),
-                   default="min", help="min for losses, max for scores (default: min).")
-    p.add_argument("--early-stop-patience", dest="early_stop_patience", type=positive_int,
-                   default=100, help="Epochs without improvement before stopping "
-                                     "(default: 100).")
-    p.add_argument("--logger", choices=("csv", "tensorboard", "mlflow", "none"), default="csv",
-                   help="Metrics logger: csv (<output_dir>/lightning_logs/version_N/"
-                        "metrics.csv, default), tensorboard, mlflow (local store under "
-                        "output_dir), none.")
-    p.add_argument("--disable_mlflow", action="store_true",
-                   help="DEPRECATED: use --logger none (and --quiet).")
-    p.add_argument("--seed", type=int, default=42, help="Random seed (default: 42).")
-    p.add_argument("--resume", action="store_true",
-                   help="Continue from <output_dir>/checkpoints/last.ckpt if present.")
-    return p
-
-
-def configs_from_args(
-    args: argparse.Namespace, N: int
-) -> tuple[TrainingConfig, ExecutionConfig]:
-    """The configs a parsed command line describes (ConfigError on invalid values)."""
-    logger_kind = args.logger
-    if args.disable_mlflow:
-        import warnings
-
-        warnings.warn("--disable_mlflow is deprecated; use --logger none (and --quiet).",
-                      DeprecationWarning, stacklevel=2)
-        logger_kind = "none"
-    devices: int | str = args.devices if args.devices == "auto" else _int_or_text(args.devices)
-    model = ModelConfig(N=N, gridsize=args.gridsize, model_type=args.model_type,
-                        generator=args.generator, n_filters_scale=args.n_filters_scale)
-    training = TrainingConfig(
-        model=model,
-        train_data_file=args.train_data_file,
-        test_data_file=args.test_data_file,
-        n_groups=args.n_images,
-        batch_size=args.batch_size,
-        nepochs=args.max_epochs,
-        nphotons=args.nphotons,
-        neighbor_count=args.neighbor_count or max(4, model.C),
-        loss_mode=args.loss_mode,
-        output_dir=args.output_dir,
-    )
-    execution = ExecutionConfig(
-        accelerator=resolve_accelerator(args),
-        devices=devices,
-        strategy=args.strategy,
-        deterministic=args.deterministic,
-        num_workers=args.num_workers,
-        learning_rate=args.learning_rate,
-        scheduler=args.scheduler,
-        accumulate_grad_batches=args.accumulate_grad_batches,
-        enable_progress_bar=not args.quiet,
-        enable_checkpointing=args.enable_checkpointing,
-        checkpoint_save_top_k=args.checkpoint_save_top_k,
-        checkpoint_monitor=args.checkpoint_monitor,
-        checkpoint_mode=args.checkpoint_mode,
-        early_stop_patience=args.early_stop_patience,
-        logger=logger_kind,
-        seed=args.seed,
-    )
-    return training, execution
-
-
-def _int_or_text(text: str) -> int | str:
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit code."""
-    show_deprecation_warnings()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    configure_console_logging(args.quiet)
-    # Validate every flag before touching the data (N is checked once it is known).
-    _, pre_execution = build_or_exit(parser, lambda: configs_from_args(args, N=args.N or 64))
-    problem = accelerator_unavailable(pre_execution.accelerator)
-    if problem is not None:
-        parser.error(f"argument --accelerator: {problem}")
-    for flag, path in (("--train_data_file", args.train_data_file),
-                       ("--test_data_file", args.test_data_file)):
-        if path is not None and not path.is_file():
-            parser.error(f"{flag} {path}: no such file")
-    try:
-        train_data = RawData.from_file(args.train_data_file)
-        test_data = RawData.from_file(args.test_data_file) if args.test_data_file else None
-    except DataContractError as exc:
-        parser.error(str(exc))
-    training, execution = build_or_exit(
-        parser, lambda: configs_from_args(args, N=args.N or train_data.N)
-    )
-    try:
-        result = train(train_data, test_data, training, execution, resume=args.resume)
-    except (DataContractError, TrainingSetupError) as exc:
-        error_naming_flag(parser, str(exc))
-    except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if result.bundle_path is not None:
-        print(f"bundle_path: {result.bundle_path}")
-        print(f"bundle_sha256: {bundle_sha256(result.bundle_path)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,6 +6,8 @@ import importlib
 import logging
 import math
 import os
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,28 +17,40 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
-from ptychopinn.config import ExecutionConfig, TrainingConfig
+from ptychopinn.config import (
+    LEARNING_RATE,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    ExecutionConfig,
+    TrainingConfig,
+)
+from ptychopinn.errors import InputError
+from ptychopinn_torch.stages import StageLearningRate, learning_rate_factor, stages_enabled
 
 logger = logging.getLogger(__name__)
 
-TRAIN_LOSS = "train_loss"
-VAL_LOSS = "val_loss"
-LEARNING_RATE = "learning_rate"
 CHECKPOINT_DIRNAME = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 
 
-class TrainingSetupError(ValueError):
+class TrainingSetupError(InputError):
     """A training run cannot start as configured (raised before any work)."""
+
+
+#: The seeds' loss-named metrics (``<loss>_<stage>_loss``) are our ``<stage>_loss``.
+_SEED_MONITOR = re.compile(r"^(?:poisson|mae|supervised)_(train|val)_loss$")
 
 
 def resolve_monitor(requested: str, has_validation: bool, known_metrics: set[str]) -> str:
     """Metric name that checkpointing, early stopping and plateau scheduling follow.
 
-    ``val_loss`` (or any ``val_*`` metric) falls back to the matching training metric
-    when there is no validation data, because only logged metrics can be monitored.
+    The seeds' names ``poisson_val_loss`` / ``poisson_train_loss`` (and ``mae_*``,
+    ``supervised_*``) mean ``val_loss`` / ``train_loss``. ``val_loss`` (or any ``val_*``
+    metric) falls back to the matching training metric when there is no validation data,
+    because only logged metrics can be monitored.
     """
-    name = requested
+    seed_name = _SEED_MONITOR.match(requested)
+    name = f"{seed_name.group(1)}_loss" if seed_name else requested
     if not has_validation and name.startswith("val_"):
         fallback = "train_" + name[len("val_") :]
         logger.info("no validation data: monitoring %s instead of %s", fallback, name)
@@ -129,6 +143,7 @@ class HistoryCallback(Callback):
     """0-based epoch that a mid-epoch stop cut short (not counted as completed)."""
     _epoch_lr: float = math.nan
     _last_completed_state: dict[str, torch.Tensor] | None = None
+    _validated: bool = False
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -141,9 +156,15 @@ class HistoryCallback(Callback):
         """Epochs trained to the end (Lightning also counts an epoch that was cut short)."""
         return trainer.current_epoch - (self.cut_short_epoch is not None)
 
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # callback_metrics keeps the last val_loss in epochs that do not validate
+        # (check_val_every_n_epoch > 1): only an epoch that validated reports one.
+        self._validated = not trainer.sanity_checking
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Read here: epoch-wise schedulers step before on_train_epoch_end callbacks run.
-        self._epoch_lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        factor = learning_rate_factor(trainer.current_epoch, pl_module.training_config)
+        self._epoch_lr = float(trainer.optimizers[0].param_groups[0]["lr"]) * factor
 
     def on_train_batch_end(
         self,
@@ -174,7 +195,8 @@ class HistoryCallback(Callback):
             return
         metrics = trainer.callback_metrics
         train = float(metrics[TRAIN_LOSS]) if TRAIN_LOSS in metrics else math.nan
-        val = float(metrics[VAL_LOSS]) if VAL_LOSS in metrics else None
+        val = float(metrics[VAL_LOSS]) if VAL_LOSS in metrics and self._validated else None
+        self._validated = False
         lr = self._epoch_lr
         self.history[TRAIN_LOSS].append(train)
         if val is not None:
@@ -209,7 +231,8 @@ def _require_package(package: str, logger_kind: str) -> None:
         ) from exc
 
 
-def _build_logger(kind: str, output_dir: Path) -> Any:
+def _build_logger(kind: str, output_dir: Path, training_config: TrainingConfig | None = None,
+                  tracking_uri: str | None = None) -> Any:
     if kind == "none":
         return False
     if kind == "csv":
@@ -225,24 +248,73 @@ def _build_logger(kind: str, output_dir: Path) -> Any:
         _require_package("mlflow", kind)
         from lightning.pytorch.loggers import MLFlowLogger
 
-        # A local file store under output_dir: no tracking server is needed. MLflow 3
-        # refuses file stores unless opted in; a user's explicit setting is kept.
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        store = (output_dir / "mlruns").resolve()
-        return MLFlowLogger(experiment_name="ptychopinn", tracking_uri=store.as_uri())
+        tc = training_config or TrainingConfig()
+        if tracking_uri is None:
+            # A local file store under output_dir: no tracking server is needed. MLflow 3
+            # refuses file stores unless opted in; a user's explicit setting is kept.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            tracking_uri = (output_dir / "mlruns").resolve().as_uri()
+        tags = {"model_name": tc.model_name}
+        if tc.notes:
+            tags["mlflow.note.content"] = tc.notes  # shown as the run's description
+        return MLFlowLogger(experiment_name=tc.experiment_name, tracking_uri=tracking_uri,
+                            tags=tags)
     raise TrainingSetupError(f"unknown logger {kind!r}")
 
 
 def _build_strategy(execution_config: ExecutionConfig) -> Any:
-    strategy = execution_config.strategy
-    if strategy in ("ddp", "ddp_spawn"):
+    ex = execution_config
+    if ex.strategy in ("ddp", "ddp_spawn"):
         from lightning.pytorch.strategies import DDPStrategy
 
-        # NCCL only exists for CUDA; CPU processes talk over gloo.
-        backend = "gloo" if execution_config.accelerator in ("cpu",) or not torch.cuda.is_available() else "nccl"
-        start_method = "spawn" if strategy == "ddp_spawn" else "popen"
-        return DDPStrategy(process_group_backend=backend, start_method=start_method)
-    return strategy
+        backend = ex.ddp_backend
+        if backend is None:  # NCCL only exists for CUDA; CPU processes talk over gloo.
+            on_cpu = ex.accelerator == "cpu" or not torch.cuda.is_available()
+            backend = "gloo" if on_cpu else "nccl"
+        return DDPStrategy(
+            process_group_backend=backend,
+            start_method="spawn" if ex.strategy == "ddp_spawn" else "popen",
+            find_unused_parameters=ex.ddp_find_unused_parameters,
+            static_graph=ex.ddp_static_graph,
+            gradient_as_bucket_view=ex.ddp_gradient_as_bucket_view,
+        )
+    return ex.strategy
+
+
+def initial_learning_rate(
+    training_config: TrainingConfig, execution_config: ExecutionConfig, world_size: int = 1
+) -> float:
+    """The Adam learning rate a run starts from: ``learning_rate``, x ``fine_tune_gamma``
+    when fine-tuning (``init_model``), x ``sqrt(effective batch / per-device batch)`` =
+    ``sqrt(world_size * accumulate_grad_batches)`` with ``scale_lr_with_batch``."""
+    lr = execution_config.learning_rate
+    if training_config.init_model is not None:
+        lr *= training_config.fine_tune_gamma
+    if execution_config.scale_lr_with_batch:
+        lr *= math.sqrt(world_size * execution_config.accumulate_grad_batches)
+    return lr
+
+
+#: Lightning's own advertisements, logged at INFO on this logger (not the user's business).
+_ADVERT_LOGGER = "lightning.pytorch.utilities.rank_zero"
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def silence_third_party_noise() -> None:
+    """Hide what is not the user's business, narrowly (idempotent): Lightning's "Tip"
+    adverts for its cloud products, and the FutureWarning torch raises when Lightning's
+    ``_pytree`` helper builds a ``LeafSpec`` (Lightning's code, not ours or the user's)."""
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+    advert_logger = logging.getLogger(_ADVERT_LOGGER)
+    if not any(isinstance(f, _DropAdverts) for f in advert_logger.filters):
+        advert_logger.addFilter(_DropAdverts())
 
 
 def build_trainer(
@@ -255,8 +327,11 @@ def build_trainer(
     """A Trainer configured from the execution config; checkpoints under
     ``<output_dir>/checkpoints`` and logs under ``<output_dir>/lightning_logs``."""
     ex = execution_config
+    silence_third_party_noise()
     output_dir = Path(training_config.output_dir)
     callbacks: list[Callback] = [history]
+    if stages_enabled(training_config):
+        callbacks.append(StageLearningRate(training_config))
     if ex.enable_checkpointing:
         top_k = ex.checkpoint_save_top_k
         checkpoint_dir = str(output_dir / CHECKPOINT_DIRNAME)
@@ -290,19 +365,23 @@ def build_trainer(
             EarlyStopping(monitor=monitor, patience=ex.early_stop_patience,
                           mode=ex.checkpoint_mode, strict=False)
         )
+    # TrainingConfig.debug (the seeds' switch) turns progress output on whatever --quiet says.
+    verbose = ex.enable_progress_bar or training_config.debug
     return L.Trainer(
         max_epochs=training_config.nepochs,
         accelerator=ex.accelerator,
         devices=ex.devices,
+        num_nodes=ex.num_nodes,
         strategy=_build_strategy(ex),
         deterministic=ex.deterministic,
         precision=ex.precision,
         gradient_clip_val=ex.gradient_clip_val,
         accumulate_grad_batches=ex.accumulate_grad_batches,
         enable_checkpointing=ex.enable_checkpointing,
-        enable_progress_bar=ex.enable_progress_bar,
-        enable_model_summary=ex.enable_progress_bar,
-        logger=_build_logger(ex.logger, output_dir),
+        enable_progress_bar=verbose,
+        enable_model_summary=verbose,
+        check_val_every_n_epoch=ex.check_val_every_n_epoch,
+        logger=_build_logger(ex.logger, output_dir, training_config, ex.mlflow_tracking_uri),
         callbacks=callbacks,
         default_root_dir=str(output_dir),
         log_every_n_steps=1,

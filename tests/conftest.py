@@ -110,3 +110,12 @@ def cpu_execution() -> Callable[..., ExecutionConfig]:
         return ExecutionConfig(**values)
 
     return make
+
+
+@pytest.fixture
+def restore_torch_determinism():
+    """train() switches deterministic algorithms on process-wide; put the flag back."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)

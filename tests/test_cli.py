@@ -1,4 +1,4 @@
-"""Command lines ``python -m ptychopinn_torch.train`` / ``.inference`` (specs/cli.md).
+"""Command lines ``ptychopinn train`` / ``infer`` (``ptychopinn.cli``; specs/cli.md).
 
 Everything here runs ``main([...])`` or the parsers in-process: flags, defaults, help
 texts, the flag -> config mapping, deprecated flags, and every validation error (exit 2,
@@ -18,14 +18,16 @@ import numpy as np
 import pytest
 import torch
 
+from ptychopinn.cli import infer as inference_cli
+from ptychopinn.cli import train as train_cli
 from ptychopinn.config import ExecutionConfig, InferenceConfig, TrainingConfig
 from ptychopinn.data import RawData
-from ptychopinn_torch import inference as inference_cli
-from ptychopinn_torch import train as train_cli
+from ptychopinn_torch import inference as inference_workflow
+from ptychopinn_torch import train as train_workflow
 
 FIXTURE = Path(__file__).parent / "fixtures" / "minimal_dataset_v1.npz"
-TRAIN_PROG = "python -m ptychopinn_torch.train"
-INFER_PROG = "python -m ptychopinn_torch.inference"
+TRAIN_PROG = "ptychopinn train"
+INFER_PROG = "ptychopinn infer"
 
 # Flags the legacy requirement documents (seeds 000/001/003) name, per command line.
 SEED_TRAIN_FLAGS = [
@@ -61,9 +63,9 @@ def _forbid(what: str):
 def no_loading(monkeypatch):
     """Any data, model or training access fails the test: validation must come first."""
     monkeypatch.setattr(RawData, "from_file", classmethod(_forbid("RawData.from_file")))
-    monkeypatch.setattr(inference_cli, "load_model", _forbid("load_model"))
-    monkeypatch.setattr(inference_cli, "run_inference", _forbid("run_inference"))
-    monkeypatch.setattr(train_cli, "train", _forbid("train"))
+    monkeypatch.setattr(inference_workflow, "load_model", _forbid("load_model"))
+    monkeypatch.setattr(inference_workflow, "run_inference", _forbid("run_inference"))
+    monkeypatch.setattr(train_workflow, "train", _forbid("train"))
 
 
 def _exit_line(main, argv, capsys) -> str:
@@ -98,21 +100,32 @@ def test_every_seed_flag_exists_with_help(parser_factory, flags, capsys):
         assert flag in text
 
 
-def test_train_defaults_match_the_seeds():
+def test_train_defaults_are_the_config_defaults():
+    # One set of defaults (issue 13, item 9): a flag not given leaves the dataclass default.
     args = train_cli.build_parser().parse_args(_train_argv())
     training, execution = train_cli.configs_from_args(args, N=64)
-    assert (training.nepochs, training.n_groups, training.batch_size) == (100, 512, 4)
-    assert training.model.gridsize == 2 and training.model.model_type == "pinn"
-    assert training.loss_mode == "poisson" and training.test_data_file is None
-    assert training.train_data_file == FIXTURE and training.output_dir == Path("unused_out")
-    assert training.neighbor_count == 4 and training.nphotons is None
-    assert execution.accelerator == "auto" and execution.deterministic is True
-    assert execution.num_workers == 0 and execution.learning_rate == 1e-3
-    assert execution.scheduler == "Default" and execution.accumulate_grad_batches == 1
-    assert execution.enable_progress_bar is True and execution.enable_checkpointing is True
-    assert execution.checkpoint_save_top_k == 1 and execution.checkpoint_monitor == "val_loss"
-    assert execution.checkpoint_mode == "min" and execution.early_stop_patience == 100
-    assert execution.logger == "csv" and execution.devices == 1
+    expected = TrainingConfig(train_data_file=FIXTURE, output_dir=Path("unused_out"))
+    assert training == expected
+    assert execution == ExecutionConfig()
+    assert (training.nepochs, training.n_groups, training.batch_size) == (50, 512, 16)
+    assert training.model.gridsize == 1 and training.neighbor_count == 4
+
+
+def test_help_states_the_config_defaults(capsys):
+    for parser in (train_cli.build_parser(), inference_cli.build_parser()):
+        for action in parser._actions:
+            section, dot, name = action.dest.partition(".")
+            if not dot or action.nargs == 0:
+                continue
+            from ptychopinn.cli.common import field_default_text
+
+            default = field_default_text(section, name)
+            assert "(default: " in action.help, action.option_strings
+            if default not in ("none",) and "required" not in action.help:
+                stated = action.help.rsplit("(default: ", 1)[1]
+                assert stated.startswith(default) or "from the data" in stated or \
+                    "max(4" in stated or "N // 2" in stated or "training batch" in stated, (
+                    action.option_strings, stated, default)
 
 
 def test_inference_defaults():
@@ -176,8 +189,8 @@ def test_inference_flags_map_onto_configs(tmp_path):
 
 def test_console_scripts_point_at_the_mains():
     scripts = {ep.name: ep for ep in entry_points(group="console_scripts")}
-    assert scripts["ptychopinn-train"].value == "ptychopinn_torch.train:main"
-    assert scripts["ptychopinn-inference"].value == "ptychopinn_torch.inference:main"
+    assert scripts["ptychopinn-train"].value == "ptychopinn.cli.train:main"
+    assert scripts["ptychopinn-inference"].value == "ptychopinn.cli.infer:main"
     assert scripts["ptychopinn-train"].load() is train_cli.main
     assert scripts["ptychopinn-inference"].load() is inference_cli.main
 
@@ -375,7 +388,7 @@ def test_inference_missing_model(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("content", [b"not an npz at all", None], ids=["garbage", "no-keys"])
 def test_train_unreadable_data_is_one_line(content, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_cli, "train", _forbid("train"))
+    monkeypatch.setattr(train_workflow, "train", _forbid("train"))
     bad = tmp_path / "bad.npz"
     if content is None:
         np.savez(bad, something=np.zeros(3))
@@ -417,17 +430,23 @@ def test_train_supervised_without_labels_is_one_line(tmp_path, capsys):
 
 
 def test_build_or_exit_names_the_flag_of_a_config_field():
+    from ptychopinn.cli.common import ResolvedValues, _origin_for
     from ptychopinn.config import ConfigError
-    from ptychopinn_torch.cli_common import _flag_for_field
 
     parser = train_cli.build_parser()
-    assert _flag_for_field(parser, "ExecutionConfig.seed=-1 is invalid: x") == "--seed"
-    assert _flag_for_field(parser, "TrainingConfig.nepochs=0 is invalid: x") == "--max_epochs"
-    assert _flag_for_field(parser, "ModelConfig.n_filters_scale=0 is invalid: x") == (
-        "--n_filters_scale"
-    )
-    assert _flag_for_field(parser, "ModelConfig.probe_scale=0 is invalid: x") is None
-    assert _flag_for_field(argparse.ArgumentParser(), "not a config message") is None
+    assert _origin_for(parser, "ExecutionConfig.seed=-1 is invalid: x", None) == (
+        "argument --seed")
+    assert _origin_for(parser, "TrainingConfig.nepochs=0 is invalid: x", None) == (
+        "argument --max_epochs")
+    assert _origin_for(parser, "ModelConfig.n_filters_scale=0 is invalid: x", None) == (
+        "argument --n_filters_scale")
+    assert _origin_for(parser, "ModelConfig.probe_scale=0 is invalid: x", None) is None
+    assert _origin_for(argparse.ArgumentParser(), "not a config message", None) is None
+    # A value that came from a --config file is reported with the file and key.
+    resolved = ResolvedValues({"training": {"nepochs": 0}},
+                              {("training", "nepochs"): "run.yaml: nepochs"})
+    assert _origin_for(parser, "TrainingConfig.nepochs=0 is invalid: x", resolved) == (
+        "run.yaml: nepochs")
     assert issubclass(ConfigError, ValueError)
 
 
@@ -459,3 +478,50 @@ def test_demo_unavailable_gpu_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "simulate_dataset", _forbid("simulate_dataset"))
     line = _exit_line(demo.main, ["--output_dir", str(tmp_path), "--accelerator", "gpu"], capsys)
     assert "--accelerator" in line and "CUDA" in line
+
+
+# ------------------------------------------------------- the unified `ptychopinn` command
+def test_ptychopinn_command_routes_each_subcommand_to_the_same_parser(no_loading, capsys):
+    from ptychopinn.cli import main
+
+    line = _exit_line(main, ["train", *_train_argv("--max_epochs", "0")], capsys)
+    assert line.startswith("ptychopinn train: error:") and "--max_epochs" in line
+    line = _exit_line(main, ["infer", *_infer_argv("--n_images", "0")], capsys)
+    assert line.startswith("ptychopinn infer: error:") and "--n_images" in line
+    line = _exit_line(main, ["simulate", "--output", "x.npz", "--seed", "-1"], capsys)
+    assert line.startswith("ptychopinn simulate: error:") and "--seed" in line
+
+
+def test_ptychopinn_command_help_and_unknown_command(capsys):
+    from ptychopinn.cli import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("train", "infer", "simulate"))
+    assert main(["fit"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'fit'" in err[0] and "train, infer, simulate" in err[0]
+    assert main([]) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "prog"),
+    [(["-m", "ptychopinn", "train"], "ptychopinn train"),
+     (["-m", "ptychopinn", "infer"], "ptychopinn infer"),
+     (["-m", "ptychopinn", "simulate"], "ptychopinn simulate"),
+     (["-m", "ptychopinn_torch.train"], "python -m ptychopinn_torch.train"),
+     (["-m", "ptychopinn_torch.inference"], "python -m ptychopinn_torch.inference"),
+     (["-m", "ptychopinn.simulate"], "python -m ptychopinn.simulate")],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v,
+)
+def test_help_answers_without_importing_torch(argv, prog):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-X", "importtime", *argv, "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"usage: {prog}")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "torch" not in imported and "lightning" not in imported

@@ -85,11 +85,21 @@ BAD_CASES = [
         (-1e-9, math.inf, math.nan, "0", None),
         NON_NEGATIVE,
     ),
+    *bad_values(
+        ModelConfig,
+        ("eca_encoder", "cbam_encoder", "cbam_bottleneck", "cbam_decoder", "eca_decoder",
+         "spatial_decoder"),
+        (1, "true", None),
+        BOOL,
+    ),
+    *bad_values(ModelConfig, ("decoder_spatial_kernel",), (0, 4, 7.0, None), ("odd",)),
     # TrainingConfig
     *bad_values(TrainingConfig, ("model",), (3, "pinn", None), ("ModelConfig",)),
     *bad_values(TrainingConfig, ("train_data_file", "test_data_file"), ("", 3), PATH),
     *bad_values(TrainingConfig, ("output_dir",), ("", None, 3), PATH),
     *bad_values(TrainingConfig, ("n_groups",), (0, -1, 2.5, True, "512"), OPT_INT_GE_1),
+    *bad_values(TrainingConfig, ("n_subsample",), (0, -1, 2.5, True, "64"), OPT_INT_GE_1),
+    *bad_values(TrainingConfig, ("init_model",), ("", 3), PATH),
     *bad_values(TrainingConfig, ("batch_size", "nepochs"), (0, -4, 1.0, None), INT_GE_1),
     *bad_values(
         TrainingConfig,
@@ -97,7 +107,7 @@ BAD_CASES = [
         (0, 0.0, -1.0, math.inf, math.nan, True, "1e6", 10**400),
         OPT_POSITIVE,
     ),
-    *bad_values(TrainingConfig, ("neighbor_count",), (0, -1, 4.0, None), INT_GE_1),
+    *bad_values(TrainingConfig, ("neighbor_count",), (0, -1, 4.0), INT_GE_1),
     *bad_values(TrainingConfig, ("loss_mode",), ("MAE", "nll", None), ("poisson", "mae")),
     *bad_values(
         TrainingConfig,
@@ -118,9 +128,21 @@ BAD_CASES = [
         (-0.01, 1.0, 1.5, math.nan, True, None),
         ("finite", "[0.0", "1.0)"),
     ),
+    *bad_values(TrainingConfig, ("val_seed",), (-1, 1.5, True, "42"), (">= 0", "None")),
+    *bad_values(TrainingConfig, ("stage_1_epochs", "stage_2_epochs", "stage_3_epochs"),
+                (-1, 1.5, True, None), INT_GE_0),
+    *bad_values(TrainingConfig, ("physics_weight_schedule",), ("Cosine", "step", None),
+                ("linear", "cosine", "exponential")),
+    *bad_values(TrainingConfig, ("stage_3_lr_factor", "fine_tune_gamma"),
+                (0, -0.1, 1.5, math.nan, None), ("(0.0", "1.0]")),
+    *bad_values(TrainingConfig, ("experiment_name", "model_name"), ("", "  ", None, 3),
+                ("non-empty",)),
+    *bad_values(TrainingConfig, ("notes",), (None, 3), ("string",)),
+    *bad_values(TrainingConfig, ("debug",), (1, "yes", None), BOOL),
     *bad_values(TrainingConfig, ("backend",), ("jax", "PyTorch", "", None), BACKEND),
     # InferenceConfig
     *bad_values(InferenceConfig, ("model_path", "test_data_file"), ("", 3), PATH),
+    *bad_values(InferenceConfig, ("run_id",), ("", "  ", 3), ("MLflow run id",)),
     *bad_values(InferenceConfig, ("output_dir",), ("", None, 3), PATH),
     *bad_values(InferenceConfig, ("n_groups",), (0, 1.5, True), OPT_INT_GE_1),
     *bad_values(InferenceConfig, ("backend",), ("jax", None), BACKEND),
@@ -144,21 +166,30 @@ BAD_CASES = [
     *bad_values(
         ExecutionConfig, ("devices",), (0, -1, "2", "all", 1.0, True, None), (">= 1", "auto")
     ),
+    *bad_values(ExecutionConfig, ("num_nodes",), (0, -1, 2.0, True, None), INT_GE_1),
     *bad_values(
         ExecutionConfig, ("strategy",), ("fsdp", "deepspeed", None), ("auto", "ddp", "ddp_spawn")
     ),
     *bad_values(
         ExecutionConfig,
         (
+            "ddp_find_unused_parameters",
+            "ddp_static_graph",
+            "ddp_gradient_as_bucket_view",
             "deterministic",
             "pin_memory",
             "persistent_workers",
+            "drop_last",
+            "scale_lr_with_batch",
             "enable_progress_bar",
             "enable_checkpointing",
         ),
         (1, "true", None),
         BOOL,
     ),
+    *bad_values(ExecutionConfig, ("ddp_backend",), ("NCCL", "ucc", ""), ("nccl", "gloo", "mpi")),
+    *bad_values(ExecutionConfig, ("check_val_every_n_epoch",), (0, -1, 2.0, None), INT_GE_1),
+    *bad_values(ExecutionConfig, ("mlflow_tracking_uri",), ("", " ", 3), ("non-empty URI",)),
     *bad_values(
         ExecutionConfig,
         ("precision",),
@@ -381,9 +412,31 @@ def test_neighbor_count_must_cover_the_group(gridsize: int) -> None:
     assert TrainingConfig(model=model, neighbor_count=c).neighbor_count == c
 
 
-def test_default_neighbor_count_is_too_small_for_gridsize_3() -> None:
+def test_default_neighbor_count_follows_gridsize() -> None:
+    # One default for every gridsize (issue 13, item 9): max(4, gridsize**2), stored.
+    assert TrainingConfig().neighbor_count == 4
+    assert TrainingConfig(model=ModelConfig(gridsize=2)).neighbor_count == 4
+    assert TrainingConfig(model=ModelConfig(gridsize=3)).neighbor_count == 9
+    assert TrainingConfig(model=ModelConfig(gridsize=3)).to_dict()["neighbor_count"] == 9
     with pytest.raises(ConfigError, match=r"neighbor_count=4 .*gridsize\*\*2 = 9"):
-        TrainingConfig(model=ModelConfig(gridsize=3))
+        TrainingConfig(model=ModelConfig(gridsize=3), neighbor_count=4)
+
+
+def test_cross_field_rules_of_the_new_knobs() -> None:
+    with pytest.raises(ConfigError, match=r"stage_1_epochs.*exceeds nepochs = 5"):
+        TrainingConfig(nepochs=5, stage_1_epochs=3, stage_2_epochs=3)
+    with pytest.raises(ConfigError, match=r"stage_1_epochs.*model_type='pinn'"):
+        TrainingConfig(loss_mode="mae", stage_2_epochs=1)
+    with pytest.raises(ConfigError, match=r"stage_1_epochs.*model_type='pinn'"):
+        TrainingConfig(model=ModelConfig(model_type="supervised"), stage_3_epochs=1)
+    assert TrainingConfig(nepochs=6, stage_1_epochs=2, stage_2_epochs=2, stage_3_epochs=2)
+    with pytest.raises(ConfigError, match=r"ExecutionConfig.num_nodes=2.*strategy='ddp'"):
+        ExecutionConfig(num_nodes=2)
+    assert ExecutionConfig(num_nodes=2, strategy="ddp").num_nodes == 2
+    with pytest.raises(ConfigError, match=r"ExecutionConfig.ddp_backend='nccl'.*gloo"):
+        ExecutionConfig(accelerator="cpu", ddp_backend="nccl")
+    with pytest.raises(ConfigError, match=r"InferenceConfig.run_id='r'.*not both"):
+        InferenceConfig(model_path="m.zip", run_id="r")
 
 
 def test_pinn_poisson_needs_a_nonzero_nll_or_mae_weight() -> None:
@@ -449,12 +502,20 @@ def _samples(tmp: Path) -> dict[type, Any]:
         pad_object=False,
         probe_scale=2.5,
         gaussian_smoothing_sigma=0.75,
+        eca_encoder=True,
+        cbam_encoder=True,
+        cbam_bottleneck=True,
+        cbam_decoder=True,
+        eca_decoder=True,
+        spatial_decoder=True,
+        decoder_spatial_kernel=3,
     )
     training = TrainingConfig(
         model=model,
         train_data_file=tmp / "train set.npz",
         test_data_file="relative/test.npz",
         n_groups=None,
+        n_subsample=100,
         batch_size=8,
         nepochs=3,
         nphotons=1e9,
@@ -469,10 +530,20 @@ def _samples(tmp: Path) -> dict[type, Any]:
         subsample_seed=None,
         sequential_sampling=True,
         validation_fraction=0.0,
+        val_seed=None,
+        physics_weight_schedule="linear",
+        stage_3_lr_factor=0.5,
+        init_model=tmp / "parent.zip",
+        fine_tune_gamma=0.25,
+        experiment_name="tests",
+        notes="a note",
+        model_name="tiny",
+        debug=True,
         output_dir=tmp / "out",
     )
     inference = InferenceConfig(
-        model_path=tmp / "out" / "bundle.zip",
+        model_path=None,
+        run_id="0123abcd",
         test_data_file="test.npz",
         n_groups=10,
         output_dir=Path("recon"),
@@ -486,24 +557,33 @@ def _samples(tmp: Path) -> dict[type, Any]:
     execution = ExecutionConfig(
         accelerator="cpu",
         devices="auto",
+        num_nodes=2,
         strategy="ddp",
+        ddp_find_unused_parameters=True,
+        ddp_static_graph=False,
+        ddp_gradient_as_bucket_view=False,
+        ddp_backend="gloo",
         deterministic=False,
         precision="bf16-mixed",
         num_workers=3,
         pin_memory=True,
         persistent_workers=True,
         prefetch_factor=2,
+        drop_last=True,
         learning_rate=2.5e-4,
+        scale_lr_with_batch=True,
         scheduler="WarmupCosine",
         gradient_clip_val=0.5,
         accumulate_grad_batches=2,
         enable_progress_bar=False,
+        check_val_every_n_epoch=3,
         enable_checkpointing=False,
         checkpoint_save_top_k=-1,
         checkpoint_monitor="train_loss",
         checkpoint_mode="max",
         early_stop_patience=None,
         logger="none",
+        mlflow_tracking_uri="http://tracking.example:5000",
         inference_batch_size=64,
         seed=7,
     )
@@ -516,6 +596,10 @@ def _samples(tmp: Path) -> dict[type, Any]:
 
 
 SINGLE_VALUED = {"backend"}  # only "pytorch" is allowed, so no non-default value exists
+# Stages need a pinn/poisson model and the inference sample names a run id instead of a
+# path; STAGED and the run-id-free sample below set these fields.
+ELSEWHERE = {"stage_1_epochs", "stage_2_epochs", "stage_3_epochs", "model_path"}
+STAGED = TrainingConfig(nepochs=9, stage_1_epochs=2, stage_2_epochs=3, stage_3_epochs=4)
 
 
 @pytest.mark.parametrize("cls", CONFIG_CLASSES)
@@ -523,8 +607,12 @@ def test_samples_set_every_field_to_a_non_default(cls: type, tmp_path: Path) -> 
     sample = _samples(tmp_path)[cls]
     default = cls()
     for f in dataclasses.fields(cls):
-        if f.name not in SINGLE_VALUED:
+        if f.name not in SINGLE_VALUED | ELSEWHERE:
             assert getattr(sample, f.name) != getattr(default, f.name), f.name
+    for name in ("stage_1_epochs", "stage_2_epochs", "stage_3_epochs"):
+        assert getattr(STAGED, name) != getattr(TrainingConfig(), name)
+    assert TrainingConfig.from_json(STAGED.to_json()) == STAGED
+    assert InferenceConfig(model_path=tmp_path / "m.zip").model_path != InferenceConfig().model_path
 
 
 @pytest.mark.parametrize("cls", CONFIG_CLASSES)
@@ -652,7 +740,7 @@ TORCH_FREE_SCRIPT = textwrap.dedent(
     import ptychopinn
     import ptychopinn.config as config
 
-    names = sorted(m.name for m in pkgutil.iter_modules(ptychopinn.__path__, "ptychopinn."))
+    names = sorted(m.name for m in pkgutil.walk_packages(ptychopinn.__path__, "ptychopinn."))
     for name in names:
         importlib.import_module(name)
     # Using the configs must not pull in a backend either.
@@ -729,13 +817,13 @@ def _spec_flags(section: str) -> list[str]:
     ("module", "section", "legacy"),
     [
         (
-            "ptychopinn_torch.train",
-            "Training, `python -m ptychopinn_torch.train`",
+            "ptychopinn.cli.train",
+            "Training,\n`ptychopinn train`",
             ["--device", "--disable_mlflow"],
         ),
         (
-            "ptychopinn_torch.inference",
-            "Inference, `python -m ptychopinn_torch.inference`",
+            "ptychopinn.cli.infer",
+            "Inference, `ptychopinn infer`",
             ["--device"],
         ),
     ],

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ptychopinn.cli import infer as infer_cli
 from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, TrainingConfig
 from ptychopinn.data import RawData
 from ptychopinn_torch import inference as inf
@@ -164,7 +165,8 @@ def test_python_train_save_load_infer(python_run, raw):
     recon, paths = inf.run_inference(
         InferenceConfig(model_path=result.bundle_path, test_data_file=FIXTURE,
                         output_dir=root / "infer", stitch_weighting="probe"), CPU)
-    assert set(paths) == {"amplitude_png", "phase_png", "npz", "metrics"}
+    assert set(paths) == {"amplitude_png", "phase_png", "npz", "metrics", "config"}
+    assert paths["config"] == root / "infer" / "resolved_config.yaml"
     for key in ("amplitude_png", "phase_png"):
         assert paths[key].stat().st_size > 1024
     assert recon.n_groups == raw.n_positions and recon.coverage.all()
@@ -193,7 +195,7 @@ def test_inference_cli_rejects_data_of_another_pattern_size(python_run, tmp_path
                     ycoords=np.zeros(8), probe_guess=np.ones((32, 32), np.complex64))
     small.save(tmp_path / "n32.npz")
     with pytest.raises(SystemExit) as info:
-        inf.main(["--model_path", str(result.bundle_path), "--test_data",
+        infer_cli.main(["--model_path", str(result.bundle_path), "--test_data",
                   str(tmp_path / "n32.npz"), "--output_dir", str(tmp_path / "out"),
                   "--accelerator", "cpu"])
     assert info.value.code == 2

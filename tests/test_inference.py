@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from ptychopinn.cli import infer as infer_cli
 from ptychopinn.config import ExecutionConfig, InferenceConfig, ModelConfig, TrainingConfig
 from ptychopinn.data import DataContractError, RawData
 from ptychopinn_torch import inference as inf
@@ -143,7 +144,7 @@ def random_patches(n, seed=0):
 
 
 # ------------------------------------------------------------------------------ tests
-def test_perfect_patches_reproduce_the_object_at_origin_px(id_data):
+def test_perfect_patches_reproduce_the_object_at_origin_px(id_data, tmp_path):
     model, net = fake_model(true_patches(id_data), id_data.probe_guess)
     recon = inf.reconstruct(model, id_data, InferenceConfig(), CPU)
     x0, y0 = recon.origin_px
@@ -157,6 +158,10 @@ def test_perfect_patches_reproduce_the_object_at_origin_px(id_data):
     assert np.array_equal(recon.phase, np.angle(recon.object))
     metrics = inf.compute_metrics(recon, id_data.object_guess)
     assert metrics["amplitude_ssim"] > 0.999 and metrics["phase_ssim"] > 0.999
+    # The FRC of an exact reconstruction never crosses 1/7: "not reached", written as null.
+    assert metrics["phase_frc1_7_period_px"] is None
+    paths = inf.write_outputs(recon, tmp_path / "exact", {}, id_data.object_guess)
+    assert json.loads(paths["metrics"].read_text())["phase_frc1_7_period_px"] is None
     assert abs(metrics["shift_dx_px"]) < 0.05 and abs(metrics["shift_dy_px"]) < 0.05
     assert net.devices == [torch.device("cpu")]
 
@@ -461,7 +466,7 @@ def test_pickle_payload_in_bundle_is_refused(kind, tmp_path, capsys):
     assert not marker.exists()
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as info:
-        inf.main(["--model_path", str(bundle), "--test_data", str(FIXTURE),
+        infer_cli.main(["--model_path", str(bundle), "--test_data", str(FIXTURE),
                   "--output_dir", str(out), "--accelerator", "cpu"])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -153,7 +153,7 @@ def test_frc_resolution_interpolates_first_crossing():
     bumpy = curve.copy()
     bumpy[30:] = 0.9
     assert frc_resolution(freq, bumpy, 0.5) == pytest.approx(0.25, abs=1e-12)
-    assert frc_resolution(freq, np.ones(51), 0.5) == 0.5  # never crosses: Nyquist
+    assert frc_resolution(freq, np.ones(51), 0.5) is None  # never crosses: not reached
     with pytest.raises(MetricsError):
         frc_resolution(freq, curve[:-1], 0.5)
 
@@ -233,11 +233,14 @@ def test_evaluate_perfect_reconstruction():
     assert result["phase_ssim"] == pytest.approx(1.0, abs=1e-9)
     assert result["amplitude_psnr_db"] > 100 and result["phase_psnr_db"] > 100
     assert result["shift_dy_px"] == 0.0 and result["shift_dx_px"] == 0.0
-    assert result["amplitude_frc50_cycles_per_px"] == 0.5
-    assert result["amplitude_frc50_period_px"] == 2.0
+    # A perfect match never drops below either FRC threshold: "not reached", not Nyquist.
+    for key in ("frc50", "frc1_7"):
+        for name in ("amplitude", "phase"):
+            assert result[f"{name}_{key}_cycles_per_px"] is None
+            assert result[f"{name}_{key}_period_px"] is None
     assert result["n_pixels"] == 64 * 64
-    assert all(isinstance(v, float) for v in result.values())
-    json.loads(json.dumps(result))
+    assert all(isinstance(v, float) for v in result.values() if v is not None)
+    assert json.loads(json.dumps(result))["phase_frc1_7_period_px"] is None
 
 
 def test_evaluate_aligns_shift_phase_offset_and_amplitude_scale():

@@ -213,7 +213,63 @@ def check_generator() -> None:
         Generator(stand_in(generator="resnet"))
 
 
+def _attention_check(name: str, block: type, where: str):
+    def check() -> None:
+        from ptychopinn_torch import attention
+
+        for generator in ("unet", "cnn"):
+            plain = build(generator=generator, n_filters_scale=1)
+            attended = build(generator=generator, n_filters_scale=1, **{name: True})
+            new_keys = set(attended.state_dict()) - set(plain.state_dict())
+            # Off: no extra weights at all (old bundles load); on: weights only at `where`.
+            assert set(plain.state_dict()) <= set(attended.state_dict())
+            assert new_keys and all(k.startswith(where) for k in new_keys), new_keys
+            assert any(isinstance(m, block) for m in attended.modules())
+            assert not any(isinstance(m, block) for m in plain.modules())
+            x = inputs(ModelConfig())
+            out = attended(x)
+            assert out.obj.shape == plain(x).obj.shape == (2, 1, 64, 64)
+            assert torch.isfinite(out.amplitude).all()
+            # The attention is in the path: it changes what the same other weights give.
+            attended.load_state_dict(plain.state_dict(), strict=False)
+            assert (attended(x).obj - plain(x).obj).abs().max() > 1e-6
+        assert issubclass(block, torch.nn.Module) and block.__module__ == attention.__name__
+
+    return check
+
+
+def _decoder_names(prefix: str) -> tuple[str, ...]:
+    return (f"amp_decoder.{prefix}", f"phase_decoder.{prefix}")
+
+
+def check_decoder_spatial_kernel() -> None:
+    from ptychopinn_torch.attention import SpatialAttention
+
+    for kernel in (3, 7):
+        net = build(n_filters_scale=1, spatial_decoder=True, decoder_spatial_kernel=kernel)
+        convs = [m.conv for m in net.modules() if isinstance(m, SpatialAttention)]
+        assert convs and all(c.kernel_size == (kernel, kernel) for c in convs)
+    # Without spatial_decoder the kernel size builds nothing.
+    assert set(build(decoder_spatial_kernel=3).state_dict()) == set(build().state_dict())
+
+
+def _attention_checks() -> dict:
+    from ptychopinn_torch.attention import CBAM, ECA, SpatialAttention
+
+    return {
+        "eca_encoder": _attention_check("eca_encoder", ECA, "encoder_attention"),
+        "cbam_encoder": _attention_check("cbam_encoder", CBAM, "encoder_attention"),
+        "cbam_bottleneck": _attention_check("cbam_bottleneck", CBAM, "bottleneck_attention"),
+        "cbam_decoder": _attention_check("cbam_decoder", CBAM, _decoder_names("attention")),
+        "eca_decoder": _attention_check("eca_decoder", ECA, _decoder_names("attention")),
+        "spatial_decoder": _attention_check("spatial_decoder", SpatialAttention,
+                                            _decoder_names("attention")),
+        "decoder_spatial_kernel": check_decoder_spatial_kernel,
+    }
+
+
 FIELD_CHECKS = {
+    **_attention_checks(),
     "generator": check_generator,
     "N": check_N,
     "gridsize": check_gridsize,

@@ -238,6 +238,70 @@ def test_fields_without_effect_are_disabled_and_say_why(app):
     assert prefetch.isEnabled()
 
 
+def test_fields_of_the_seed_knobs_follow_their_no_effect_rules(app):
+    """Attention kernel, training stages, validation seed, MLflow fields and the batch
+    learning-rate scaling are disabled exactly while they cannot change the run."""
+    library = PtychoPINNReconstructorLibrary(SettingsRegistry())
+    settings = library.settings
+    factory = PtychoPINNViewControllerFactory(library)
+    pinn = factory.create_view_controller('pinn')
+    supervised = factory.create_view_controller('supervised')
+
+    def enabled(panel, section, key):
+        return panel.field(section, key).isEnabled()
+
+    kernel = pinn.field('PINNModel', 'DecoderSpatialKernel')
+    assert not kernel.isEnabled() and 'spatial attention in decoder is off' in kernel.toolTip()
+    settings.model.spatial_decoder.set_value(True)
+    assert kernel.isEnabled()
+    for key in ('ECAEncoder', 'CBAMEncoder', 'CBAMBottleneck', 'CBAMDecoder', 'ECADecoder',
+                'SpatialDecoder'):
+        assert enabled(pinn, 'PINNModel', key) and enabled(supervised, 'PINNModel', key), key
+
+    # stages: PINN with the Poisson loss; schedule needs stage 2, the factor any stage
+    stages = ('Stage1Epochs', 'Stage2Epochs', 'Stage3Epochs')
+    assert all(enabled(pinn, 'PINNTraining', key) for key in stages)
+    assert not any(enabled(supervised, 'PINNTraining', key) for key in stages)
+    assert not enabled(pinn, 'PINNTraining', 'PhysicsWeightSchedule')
+    assert not enabled(pinn, 'PINNTraining', 'Stage3LRFactor')
+    assert 'all stage epochs are 0' in pinn.field('PINNTraining', 'Stage3LRFactor').toolTip()
+    settings.training.stage_3_epochs.set_value(2)
+    assert enabled(pinn, 'PINNTraining', 'Stage3LRFactor')
+    assert not enabled(pinn, 'PINNTraining', 'PhysicsWeightSchedule')
+    settings.training.stage_2_epochs.set_value(3)
+    assert enabled(pinn, 'PINNTraining', 'PhysicsWeightSchedule')
+    settings.training.loss_mode.set_value('mae')
+    stage_1 = pinn.field('PINNTraining', 'Stage1Epochs')
+    assert not stage_1.isEnabled() and 'Poisson loss, not mae' in stage_1.toolTip()
+    assert not enabled(pinn, 'PINNTraining', 'PhysicsWeightSchedule')
+    settings.training.loss_mode.set_value('poisson')
+    assert stage_1.isEnabled()
+
+    assert enabled(pinn, 'PINNTraining', 'ValSeed')
+    settings.training.validation_fraction.set_value(0.0)
+    val_seed = pinn.field('PINNTraining', 'ValSeed')
+    assert not val_seed.isEnabled() and 'validation fraction is 0' in val_seed.toolTip()
+
+    mlflow_fields = (('PINNTraining', 'ExperimentName'), ('PINNTraining', 'Notes'),
+                     ('PINNTraining', 'ModelName'), ('PINNExecution', 'MLflowTrackingURI'))
+    assert not any(enabled(pinn, *key) for key in mlflow_fields)
+    assert 'the logger is csv, not mlflow' in pinn.field('PINNTraining', 'Notes').toolTip()
+    settings.execution.logger.set_value('mlflow')
+    assert all(enabled(pinn, *key) for key in mlflow_fields)
+
+    scale = pinn.field('PINNExecution', 'ScaleLRWithBatch')
+    assert not scale.isEnabled() and 'the factor is 1' in scale.toolTip()
+    settings.execution.accumulate_grad_batches.set_value(4)
+    assert scale.isEnabled()
+    settings.execution.accumulate_grad_batches.set_value(1)
+    settings.execution.devices.set_value('2')
+    assert scale.isEnabled()
+
+    for key in ('DropLast', 'CheckValEveryNEpoch'):
+        assert enabled(pinn, 'PINNExecution', key), key
+    assert enabled(pinn, 'PINNTraining', 'NumSubsample')
+
+
 # ------------------------------------------------------------------------ item 12
 def test_every_field_has_a_one_sentence_tooltip(app):
     library = PtychoPINNReconstructorLibrary(SettingsRegistry())

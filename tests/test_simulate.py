@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from ptychopinn import simulate as sim
+from ptychopinn.cli import simulate as simulate_cli
 from ptychopinn.simulate import (
     AMPLITUDE_RANGE,
     PHASE_MAX_RAD,
@@ -345,7 +346,7 @@ def test_cli_writes_loadable_file(tmp_path, capsys):
     from ptychopinn.data import RawData
 
     out = tmp_path / "sim.npz"
-    rc = sim.main(["--output", str(out), "--object", "dead_leaves", "--probe", "gaussian",
+    rc = simulate_cli.main(["--output", str(out), "--object", "dead_leaves", "--probe", "gaussian",
                    "--scan", "raster", "--n-positions", "9", "--step-px", "6", "--nphotons", "1e4",
                    "--seed", "3", "--quiet"])
     assert rc == 0
@@ -376,7 +377,7 @@ def test_cli_writes_loadable_file(tmp_path, capsys):
 def test_cli_rejects_bad_values_with_exit_code_2(tmp_path, capsys, args, needle):
     out = tmp_path / "x.npz"
     with pytest.raises(SystemExit) as exc:
-        sim.main(["--output", str(out), *args])
+        simulate_cli.main(["--output", str(out), *args])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
@@ -386,18 +387,18 @@ def test_cli_rejects_bad_values_with_exit_code_2(tmp_path, capsys, args, needle)
 def test_cli_rejects_bad_output_paths(tmp_path, capsys):
     for output, needle in [(tmp_path / "x.txt", ".npz"), (tmp_path / "missing" / "x.npz", "directory")]:
         with pytest.raises(SystemExit) as exc:
-            sim.main(["--output", str(output)])
+            simulate_cli.main(["--output", str(output)])
         assert exc.value.code == 2
         assert needle in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        sim.main([])
+        simulate_cli.main([])
     assert exc.value.code == 2
     assert "--output" in capsys.readouterr().err
 
 
 def test_cli_help_exits_zero(capsys):
     with pytest.raises(SystemExit) as exc:
-        sim.main(["--help"])
+        simulate_cli.main(["--help"])
     assert exc.value.code == 0
     assert "--nphotons" in capsys.readouterr().out
 
@@ -436,3 +437,51 @@ def test_fixture_generation_is_deterministic(tmp_path):
         assert sorted(fa.files) == sorted(fc.files)
         for key in fa.files:
             np.testing.assert_array_equal(fa[key], fc[key])
+
+
+# ------------------------------------------------------------ seed 002's datagen knobs
+def test_beamstop_zeroes_the_centre_of_every_pattern():
+    plain = sim.simulate_dataset("dead_leaves", "aperture", 64, 9, "raster", step_px=6.0,
+                                 nphotons=1e5, seed=2)
+    stopped = sim.simulate_dataset("dead_leaves", "aperture", 64, 9, "raster", step_px=6.0,
+                                   nphotons=1e5, seed=2, beamstop_diameter=4)
+    mask = sim.beamstop_mask(64, 4)
+    assert mask.sum() == 9 and mask[32, 32] and mask[33, 33] and not mask[32, 34]  # r < 2 px
+    assert np.all(stopped.diffraction[:, mask] == 0) and np.all(plain.diffraction[:, mask] > 0)
+    np.testing.assert_array_equal(stopped.diffraction[:, ~mask], plain.diffraction[:, ~mask])
+    with pytest.raises(sim.SimulationError, match="beamstop_diameter"):
+        sim.simulate_dataset(N=64, n_positions=4, beamstop_diameter=64)
+
+
+def test_objects_per_probe_share_one_probe_and_differ_in_object():
+    sets = sim.simulate_datasets(3, seed=1, object_kind="dead_leaves", N=64, n_positions=9,
+                                 scan_kind="raster", step_px=6.0, nphotons=1e5)
+    assert len(sets) == 3
+    for other in sets[1:]:
+        np.testing.assert_array_equal(other.probe_guess, sets[0].probe_guess)
+        assert not np.array_equal(other.object_guess, sets[0].object_guess)
+    single = sim.simulate_dataset("dead_leaves", N=64, n_positions=9, scan_kind="raster",
+                                  step_px=6.0, nphotons=1e5, seed=1)
+    np.testing.assert_array_equal(sets[0].diffraction, single.diffraction)
+
+
+def test_cli_seed_datagen_flags(tmp_path, capsys):
+    out = tmp_path / "scan.npz"
+    rc = simulate_cli.main(["--output", str(out), "--object_class", "dead_leaves",
+                            "--diff_per_object", "9", "--objects_per_probe", "2",
+                            "--beamstop_diameter", "2", "--scan", "raster", "--step_px", "6",
+                            "--nphotons", "1e4", "--quiet"])
+    assert rc == 0
+    paths = capsys.readouterr().out.split()
+    assert paths == [str(tmp_path / "scan_obj0.npz"), str(tmp_path / "scan_obj1.npz")]
+    from ptychopinn.data import RawData
+
+    first, second = (RawData.from_file(p) for p in paths)
+    assert first.n_positions == second.n_positions == 9
+    np.testing.assert_array_equal(first.probe_guess, second.probe_guess)
+    assert np.all(first.diffraction[:, 32, 32] == 0)
+    assert not out.exists()
+    with pytest.raises(SystemExit) as info:
+        simulate_cli.main(["--output", str(out), "--objects_per_probe", "0"])
+    assert info.value.code == 2
+    assert "--objects_per_probe" in capsys.readouterr().err

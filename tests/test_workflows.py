@@ -109,8 +109,8 @@ def test_missing_torch_is_a_runtime_error_with_the_install_command():
     assert report["torch_imported_by_core"] is False
     for name in ("train", "run", "load", "reconstruct"):
         kind, message, cause = report[name]
-        assert kind == "RuntimeError", report[name]
-        assert "pip install torch" in message and "PyTorch" in message
+        assert kind == "BackendUnavailableError", report[name]  # a RuntimeError
+        assert "pip install 'torch>=2.2' 'lightning>=2.2'" in message and "PyTorch" in message
         assert cause in ("ImportError", "ModuleNotFoundError")  # no silent fallback
     # An unknown backend is still a ValueError, even without torch.
     assert report["jax"] == ["ValueError"]
@@ -122,9 +122,11 @@ def test_run_without_stitching_trains_only(monkeypatch):
 
     seen = {}
 
-    def fake_train(train_data, test_data, config, execution_config, epoch_callback=None):
+    def fake_train(train_data, test_data, config, execution_config, epoch_callback=None,
+                   resume=False):
         seen["args"] = (train_data, test_data, config, execution_config, epoch_callback)
-        return SimpleNamespace(history={"train_loss": [1.0]}, bundle_path=Path("b.zip"))
+        return SimpleNamespace(history={"train_loss": [1.0]}, bundle_path=Path("b.zip"),
+                               module="trained module")
 
     def no_reconstruct(*args, **kwargs):
         raise AssertionError("reconstruct ran without do_stitching")
@@ -139,6 +141,7 @@ def test_run_without_stitching_trains_only(monkeypatch):
     assert results["history"] == {"train_loss": [1.0]}
     assert results["bundle_path"] == Path("b.zip")
     assert results["training_result"].bundle_path == Path("b.zip")
+    assert results["models"] == {"lightning_module": "trained module"}  # seed 001's key
     assert "reconstruction" not in results
 
 
@@ -154,7 +157,7 @@ def test_train_forwards_the_epoch_callback(monkeypatch):
     config = TrainingConfig()
     assert workflows.train_cdi_model_with_backend("a", None, config, CPU, callback) == "R"
     assert seen["args"] == ("a", None, config, CPU)
-    assert seen["kwargs"] == {"epoch_callback": callback}
+    assert seen["kwargs"] == {"epoch_callback": callback, "resume": False}
 
 
 def test_reconstruct_forwards_configs_and_progress(monkeypatch):

@@ -10,7 +10,8 @@ Four groups are registered (section names in a Ptychodus ``settings.ini``):
 ``PINNModel``, ``PINNTraining``, ``PINNInference`` and ``PINNExecution``. They are shared
 by the ``PINN`` and ``Supervised`` reconstructors; the reconstructor supplies the model
 type. Ptychodus parameters cannot hold ``None``, so optional config fields use a sentinel
-(0, or -1 for the sampling seed) that :func:`settings_to_configs` maps to ``None``.
+(0, -1 for the seeds, empty text for the MLflow tracking URI) that
+:func:`settings_to_configs` maps to ``None``.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from ptychopinn.config import (
     AMP_ACTIVATIONS,
     CHECKPOINT_MODES,
     GENERATORS,
+    LEARNING_RATE,
     LOGGERS,
     LOSS_MODES,
     MODEL_TYPES,
+    PHYSICS_WEIGHT_SCHEDULES,
     PRECISIONS,
     SCHEDULERS,
     STITCH_WEIGHTINGS,
@@ -83,7 +86,8 @@ def checkpoint_metric_choices(model_type: str) -> tuple[str, ...]:
     """Metrics a ``model_type`` run can log and rank checkpoints by (``val_loss`` first).
 
     The union over loss modes, with validation and labels; ``learning_rate`` is left out
-    because it says nothing about the model's quality.
+    because it says nothing about the model's quality (and ``physics_weight``, logged
+    with training stages, is not offered for the same reason).
     """
     names: set[str] = set()
 
@@ -92,7 +96,7 @@ def checkpoint_metric_choices(model_type: str) -> tuple[str, ...]:
             model_type, loss_mode, has_labels=True, realspace_weight=1.0, has_validation=True
         )
 
-    names.discard('learning_rate')
+    names.discard(LEARNING_RATE)
     first = ('val_loss', 'train_loss')
     return first + tuple(sorted(names - set(first)))
 
@@ -119,7 +123,7 @@ class Setting:
     minimum: int | float | None = None
     maximum: int | float | None = None
     choices: Sequence[str] | Callable[[str], Sequence[str]] = ()
-    none_value: int | float | None = None
+    none_value: int | float | str | None = None
     to_config: Callable[[Any], Any] | None = None
     widget: str = ''
     no_effect: NoEffect | None = None
@@ -174,6 +178,51 @@ def _probe_unused(s: PtychoPINNSettings, model_type: str) -> str:
     if model_type == 'pinn' or s.model.generator.get_value() == 'unet':
         return ''
     return 'supervised cnn networks never see the probe'
+
+
+def _spatial_attention_off(s: PtychoPINNSettings, model_type: str) -> str:
+    return '' if s.model.spatial_decoder.get_value() else 'spatial attention in decoder is off'
+
+
+def _stages_unavailable(s: PtychoPINNSettings, model_type: str) -> str:
+    if model_type == 'supervised':
+        return _supervised(s, model_type)
+    loss_mode = s.training.loss_mode.get_value()
+    return '' if loss_mode == 'poisson' else f'stages lead to the Poisson loss, not {loss_mode}'
+
+
+def _stage_epochs(s: PtychoPINNSettings) -> tuple[int, int, int]:
+    t = s.training
+    return (t.stage_1_epochs.get_value(), t.stage_2_epochs.get_value(),
+            t.stage_3_epochs.get_value())
+
+
+def _without_transition(s: PtychoPINNSettings, model_type: str) -> str:
+    if reason := _stages_unavailable(s, model_type):
+        return reason
+    return '' if _stage_epochs(s)[1] > 0 else 'stage 2 epochs is 0'
+
+
+def _without_stages(s: PtychoPINNSettings, model_type: str) -> str:
+    if reason := _stages_unavailable(s, model_type):
+        return reason
+    return '' if sum(_stage_epochs(s)) > 0 else 'all stage epochs are 0 (no stages)'
+
+
+def _without_split(s: PtychoPINNSettings, model_type: str) -> str:
+    return '' if s.training.validation_fraction.get_value() > 0 else 'validation fraction is 0'
+
+
+def _without_mlflow(s: PtychoPINNSettings, model_type: str) -> str:
+    kind = s.execution.logger.get_value()
+    return '' if kind == 'mlflow' else f'the logger is {kind}, not mlflow'
+
+
+def _unscaled_batch(s: PtychoPINNSettings, model_type: str) -> str:
+    e = s.execution
+    if _parse_devices(e.devices.get_value()) == 1 and e.accumulate_grad_batches.get_value() == 1:
+        return 'one device and no accumulated batches: the factor is 1'
+    return ''
 
 
 def _without_workers(s: PtychoPINNSettings, model_type: str) -> str:
@@ -236,10 +285,37 @@ SETTINGS: tuple[Setting, ...] = (
             'Smoothing sigma [px]',
             'Standard deviation in pixels of a Gaussian smoothing of the predicted object '
             '(0 = none).', field='gaussian_smoothing_sigma', minimum=0.0),
+    Setting(_M, 'ECAEncoder', 'eca_encoder', False, 'ECA in encoder',
+            'Add efficient channel attention (a learned gain per channel) after each encoder '
+            'level of the network.', field='eca_encoder'),
+    Setting(_M, 'CBAMEncoder', 'cbam_encoder', False, 'CBAM in encoder',
+            'Add CBAM attention (a gain per channel, then a gain per pixel from a 7 × 7 pixel '
+            'convolution) after each encoder level.', field='cbam_encoder'),
+    Setting(_M, 'CBAMBottleneck', 'cbam_bottleneck', False, 'CBAM in bottleneck',
+            'Add CBAM attention (a gain per channel, then per pixel) after the bottleneck of '
+            'the network.', field='cbam_bottleneck'),
+    Setting(_M, 'CBAMDecoder', 'cbam_decoder', False, 'CBAM in decoder',
+            'Add CBAM attention (a gain per channel, then per pixel) after each decoder '
+            'level.', field='cbam_decoder'),
+    Setting(_M, 'ECADecoder', 'eca_decoder', False, 'ECA in decoder',
+            'Add efficient channel attention (a learned gain per channel) after each decoder '
+            'level.', field='eca_decoder'),
+    Setting(_M, 'SpatialDecoder', 'spatial_decoder', False, 'Spatial attention in decoder',
+            'Add spatial attention (a learned gain per pixel) after each decoder level.',
+            field='spatial_decoder'),
+    Setting(_M, 'DecoderSpatialKernel', 'decoder_spatial_kernel', 7,
+            'Spatial attention kernel [px]',
+            'Side in pixels (odd) of the convolution that computes the decoder spatial '
+            'attention.', field='decoder_spatial_kernel', minimum=1, maximum=63,
+            no_effect=_spatial_attention_off),
     # ------------------------------------------------------------------ training
     Setting(_T, 'NumGroups', 'n_groups', 512, 'Training groups',
             'Groups drawn from the scan for training (0 = one group per scan position).',
             field='n_groups', minimum=0, maximum=_INT_MAX, none_value=0),
+    Setting(_T, 'NumSubsample', 'n_subsample', 0, 'Scan positions used',
+            'Scan positions drawn at random (with the sampling seed) before grouping '
+            '(0 = every position).', field='n_subsample', minimum=0, maximum=_INT_MAX,
+            none_value=0),
     Setting(_T, 'BatchSize', 'batch_size', 16, 'Batch size',
             'Groups per training batch (one optimiser step each).',
             field='batch_size', minimum=1, maximum=_INT_MAX, widget='power_of_two'),
@@ -280,7 +356,7 @@ SETTINGS: tuple[Setting, ...] = (
             'Fit the scale between normalised amplitudes and photon counts during training.',
             field='intensity_scale_trainable', no_effect=_poisson_only),
     Setting(_T, 'SubsampleSeed', 'subsample_seed', 42, 'Sampling seed',
-            'Seed of the random group sampling and of the validation split (-1 = unseeded).',
+            'Seed of the scan-position draw and of the random group sampling (-1 = unseeded).',
             field='subsample_seed', minimum=-1, maximum=_INT_MAX, none_value=-1),
     Setting(_T, 'SequentialSampling', 'sequential_sampling', False, 'Sequential sampling',
             'Take groups in scan order, without shuffling, instead of at random.',
@@ -289,6 +365,41 @@ SETTINGS: tuple[Setting, ...] = (
             'Share of the training groups held out for validation when the folder has no '
             'test_data.npz (0 = no validation).',
             field='validation_fraction', minimum=0.0, maximum=0.9),
+    Setting(_T, 'ValSeed', 'val_seed', 42, 'Validation seed',
+            'Seed of the random split of the groups into training and validation '
+            '(-1 = unseeded).', field='val_seed', minimum=-1, maximum=_INT_MAX, none_value=-1,
+            no_effect=_without_split),
+    Setting(_T, 'Stage1Epochs', 'stage_1_epochs', 0, 'Stage 1 epochs (MAE)',
+            'Epochs of training stage 1, on the amplitude MAE alone (all three stages 0 = '
+            'no stages: the chosen loss throughout).', field='stage_1_epochs', minimum=0,
+            maximum=_INT_MAX, no_effect=_stages_unavailable),
+    Setting(_T, 'Stage2Epochs', 'stage_2_epochs', 0, 'Stage 2 epochs (transition)',
+            'Epochs of training stage 2, over which the loss moves from the amplitude MAE to '
+            'the Poisson loss along the transition schedule.', field='stage_2_epochs',
+            minimum=0, maximum=_INT_MAX, no_effect=_stages_unavailable),
+    Setting(_T, 'Stage3Epochs', 'stage_3_epochs', 0, 'Stage 3 epochs (Poisson)',
+            'Epochs of training stage 3, on the Poisson loss alone with the learning rate '
+            'times the stage 3 factor (later epochs stay in stage 3).',
+            field='stage_3_epochs', minimum=0, maximum=_INT_MAX,
+            no_effect=_stages_unavailable),
+    Setting(_T, 'PhysicsWeightSchedule', 'physics_weight_schedule', 'cosine',
+            'Transition schedule',
+            'Shape of the stage 2 rise of the Poisson-loss weight from 0 to 1: linear, '
+            'cosine or exponential in the epoch.', field='physics_weight_schedule',
+            choices=PHYSICS_WEIGHT_SCHEDULES, no_effect=_without_transition),
+    Setting(_T, 'Stage3LRFactor', 'stage_3_lr_factor', 0.1, 'Stage 3 LR factor',
+            'Factor (dimensionless, above 0 and at most 1) on the learning rate from the '
+            'first stage 3 epoch on.', field='stage_3_lr_factor', minimum=1e-6, maximum=1.0,
+            no_effect=_without_stages),
+    Setting(_T, 'ExperimentName', 'experiment_name', 'Synthetic_Runs', 'MLflow experiment',
+            'Name of the MLflow experiment the training run is logged under.',
+            field='experiment_name', no_effect=_without_mlflow),
+    Setting(_T, 'Notes', 'notes', '', 'MLflow notes',
+            'Free-text notes stored with the MLflow run (empty = none).',
+            field='notes', no_effect=_without_mlflow),
+    Setting(_T, 'ModelName', 'model_name', 'PtychoPINNv2', 'MLflow model name',
+            'Value of the model_name tag of the MLflow run.',
+            field='model_name', no_effect=_without_mlflow),
     # ------------------------------------------------------------------ inference
     Setting(_I, 'NumGroups', 'n_groups', 0, 'Groups to reconstruct (0 = all)',
             'Groups reconstructed and stitched (0 = one group per scan position).',
@@ -341,8 +452,15 @@ SETTINGS: tuple[Setting, ...] = (
             'Batches each data-loading process prepares in advance (0 = default).',
             field='prefetch_factor', minimum=0, maximum=1024, none_value=0,
             no_effect=_without_workers),
+    Setting(_E, 'DropLast', 'drop_last', False, 'Drop last batch',
+            'Skip the last, incomplete training batch of each epoch (validation uses every '
+            'group).', field='drop_last'),
     Setting(_E, 'LearningRate', 'learning_rate', 1e-3, 'Learning rate',
             'Step size of the Adam optimiser.', field='learning_rate', minimum=0.0),
+    Setting(_E, 'ScaleLRWithBatch', 'scale_lr_with_batch', False, 'Scale LR with batch',
+            'Multiply the learning rate by √(devices × accumulated batches), the growth of '
+            'the effective batch over one device.', field='scale_lr_with_batch',
+            no_effect=_unscaled_batch),
     Setting(_E, 'Scheduler', 'scheduler', 'Default', 'Scheduler',
             'How the learning rate changes over the epochs (Default = constant).',
             field='scheduler', choices=SCHEDULERS),
@@ -355,6 +473,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(_E, 'EnableProgressBar', 'enable_progress_bar', False, 'Progress bar',
             "Print Lightning's text progress bar in the terminal (Ptychodus shows its own).",
             field='enable_progress_bar', in_panel=False),
+    Setting(_E, 'CheckValEveryNEpoch', 'check_val_every_n_epoch', 1, 'Validate every [epochs]',
+            'Epochs between validations (1 = validate after every epoch).',
+            field='check_val_every_n_epoch', minimum=1, maximum=_INT_MAX),
     Setting(_E, 'EnableCheckpointing', 'enable_checkpointing', True, 'Checkpoints',
             'Save checkpoints (the last epoch and the best) in the checkpoints folder of the '
             'training output.', field='enable_checkpointing'),
@@ -377,6 +498,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(_E, 'Logger', 'logger', 'csv', 'Logger',
             'Metrics log written in the training output folder: csv, tensorboard, mlflow '
             'or none.', field='logger', choices=LOGGERS),
+    Setting(_E, 'MLflowTrackingURI', 'mlflow_tracking_uri', '', 'MLflow tracking URI',
+            'MLflow server or store the run is logged to (empty = a local store, mlruns, in '
+            'the training output folder).', field='mlflow_tracking_uri', none_value='',
+            no_effect=_without_mlflow),
     Setting(_E, 'InferenceBatchSize', 'inference_batch_size', 0, 'Inference batch size',
             'Groups per batch when reconstructing (0 = the training batch size).',
             field='inference_batch_size', minimum=0, maximum=_INT_MAX, none_value=0),
