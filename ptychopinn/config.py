@@ -42,6 +42,42 @@ PHYSICS_WEIGHT_SCHEDULES = ("linear", "cosine", "exponential")
 DDP_BACKENDS = ("nccl", "gloo", "mpi")
 
 
+#: Metric names a training run logs per epoch (the Lightning module logs under them).
+TRAIN_LOSS = "train_loss"
+VAL_LOSS = "val_loss"
+LEARNING_RATE = "learning_rate"
+PHYSICS_WEIGHT = "physics_weight"
+
+
+def logged_metric_names(
+    model_type: str,
+    loss_mode: str = "poisson",
+    *,
+    has_labels: bool = False,
+    realspace_weight: float = 0.0,
+    has_validation: bool = True,
+    staged: bool = False,
+) -> set[str]:
+    """Every metric a training run logs per epoch (``ExecutionConfig.checkpoint_monitor``
+    must name one): ``train_loss``, ``learning_rate``, ``train_<term>`` for each loss term
+    (specs/physics_and_losses.md), ``physics_weight`` when training stages are on
+    (``staged``) and, with validation data, ``val_loss`` and ``val_<term>``."""
+    if model_type == "supervised":
+        terms = {"supervised"}
+    else:
+        terms = {"mae"}
+        if loss_mode == "poisson":
+            terms.add("poisson")
+        if has_labels and realspace_weight > 0:
+            terms.add("realspace")
+    names = {TRAIN_LOSS, LEARNING_RATE} | {f"train_{term}" for term in terms}
+    if staged:
+        names.add(PHYSICS_WEIGHT)
+    if has_validation:
+        names |= {VAL_LOSS} | {f"val_{term}" for term in terms}
+    return names
+
+
 class ConfigError(InputError):
     """An invalid configuration value; the message names field, value and allowed range."""
 

@@ -14,17 +14,21 @@ import lightning as L
 import numpy as np
 import torch
 
-from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
+from ptychopinn import config as configs
+from ptychopinn.config import (
+    LEARNING_RATE,
+    PHYSICS_WEIGHT,
+    TRAIN_LOSS,
+    ExecutionConfig,
+    ModelConfig,
+    TrainingConfig,
+)
 from ptychopinn.errors import RuntimeFault
 from ptychopinn_torch import physics, stages
 from ptychopinn_torch.networks import Generator
 from ptychopinn_torch.trainer import (
     CHECKPOINT_DIRNAME,
     LAST_CHECKPOINT,
-    LEARNING_RATE,
-    PHYSICS_WEIGHT,
-    TRAIN_LOSS,
-    VAL_LOSS,
     build_scheduler,
     initial_learning_rate,
 )
@@ -169,23 +173,18 @@ class PtychoPINNModule(L.LightningModule):
 def logged_metric_names(
     training_config: TrainingConfig, has_validation: bool, has_labels: bool
 ) -> set[str]:
-    """Every metric a module with these configs logs per epoch (see physics.total_loss
-    for the terms), used to check a checkpoint monitor before the module exists."""
+    """Every metric a module with these configs logs per epoch
+    (:func:`ptychopinn.config.logged_metric_names`), used to check a checkpoint monitor
+    before the module exists."""
     tc = training_config
-    if tc.model.model_type == "supervised":
-        parts = {"supervised"}
-    else:
-        parts = {"mae"}
-        if tc.loss_mode == "poisson":
-            parts.add("poisson")
-        if has_labels and tc.realspace_weight > 0:
-            parts.add("realspace")
-    names = {TRAIN_LOSS, LEARNING_RATE} | {f"train_{p}" for p in parts}
-    if stages.stages_enabled(tc):
-        names.add(PHYSICS_WEIGHT)
-    if has_validation:
-        names |= {VAL_LOSS} | {f"val_{p}" for p in parts}
-    return names
+    return configs.logged_metric_names(
+        tc.model.model_type,
+        tc.loss_mode,
+        has_labels=has_labels,
+        realspace_weight=tc.realspace_weight,
+        has_validation=has_validation,
+        staged=stages.stages_enabled(tc),
+    )
 
 
 def intensity_scale_for(nphotons: float | None, mean_total_counts: float, N: int) -> float:

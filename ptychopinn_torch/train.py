@@ -332,7 +332,7 @@ def _fit(
 
     losses = history.history
     summary = {
-        "epochs_completed": trainer.current_epoch,
+        "epochs_completed": history.epochs_completed(trainer),
         "n_train_groups": len(run.datamodule.train_set),
         "n_val_groups": len(run.datamodule.val_set) if run.datamodule.has_validation else 0,
         "final_train_loss": losses["train_loss"][-1] if losses["train_loss"] else None,

@@ -19,17 +19,19 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ptychopinn._io import atomic_output, save_failure
-from ptychopinn.config import ExecutionConfig, TrainingConfig
+from ptychopinn.config import (
+    LEARNING_RATE,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    ExecutionConfig,
+    TrainingConfig,
+)
 from ptychopinn.errors import InputError
 from ptychopinn_torch.bundle import LAST_CHECKPOINT  # noqa: F401 - re-exported
 from ptychopinn_torch.stages import StageLearningRate, learning_rate_factor, stages_enabled
 
 logger = logging.getLogger(__name__)
 
-TRAIN_LOSS = "train_loss"
-VAL_LOSS = "val_loss"
-LEARNING_RATE = "learning_rate"
-PHYSICS_WEIGHT = "physics_weight"
 CHECKPOINT_DIRNAME = "checkpoints"
 
 
@@ -114,12 +116,24 @@ class EpochReport:
 
 
 EpochCallback = Callable[[EpochReport], bool | None]
+"""Called after every epoch; returning ``False`` stops training after that epoch.
+
+An epoch callback may also have a method ``stop_requested() -> bool``. It is polled after
+every training batch; ``True`` stops training within that batch (see
+:class:`HistoryCallback`), e.g. for a Stop button that should not wait for an epoch.
+"""
 
 
 @dataclass
 class HistoryCallback(Callback):
     """Collects per-epoch metrics, logs a line per epoch when quiet bars are off, and lets
-    a caller stop training (its callback returning ``False``)."""
+    a caller stop training (its callback returning ``False``).
+
+    When ``epoch_callback.stop_requested()`` turns true during an epoch, that epoch is cut
+    short after the current batch: it is not reported or recorded, not validated, and the
+    module goes back to the weights of the last completed epoch (kept as a CPU copy after
+    every epoch; with no completed epoch the partly trained weights stay).
+    """
 
     epoch_callback: EpochCallback | None = None
     log_each_epoch: bool = False
@@ -127,7 +141,10 @@ class HistoryCallback(Callback):
         default_factory=lambda: {TRAIN_LOSS: [], VAL_LOSS: [], LEARNING_RATE: []}
     )
     stopped_by_caller: bool = False
+    cut_short_epoch: int | None = None
+    """0-based epoch that a mid-epoch stop cut short (not counted as completed)."""
     _epoch_lr: float = math.nan
+    _last_completed_state: dict[str, torch.Tensor] | None = None
     _validated: bool = False
 
     def __post_init__(self) -> None:
@@ -142,6 +159,15 @@ class HistoryCallback(Callback):
         saved = state_dict.get("history", {})
         for name in self.history:
             self.history[name] = [float(v) for v in saved.get(name, [])]
+
+    def _stop_requested(self) -> bool:
+        poll = getattr(self.epoch_callback, "stop_requested", None)
+        return bool(poll()) if callable(poll) else False
+
+    def epochs_completed(self, trainer: L.Trainer) -> int:
+        """Epochs trained to the end (Lightning also counts an epoch that was cut short)."""
+        return trainer.current_epoch - (self.cut_short_epoch is not None)
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # callback_metrics keeps the last val_loss in epochs that do not validate
         # (check_val_every_n_epoch > 1): only an epoch that validated reports one.
@@ -152,8 +178,32 @@ class HistoryCallback(Callback):
         factor = learning_rate_factor(trainer.current_epoch, pl_module.training_config)
         self._epoch_lr = float(trainer.optimizers[0].param_groups[0]["lr"]) * factor
 
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if batch_idx + 1 >= trainer.num_training_batches or not self._stop_requested():
+            return  # the last batch ends the epoch anyway; the epoch callback stops it
+        self.stopped_by_caller = True
+        self.cut_short_epoch = trainer.current_epoch
+        trainer.should_stop = True
+        trainer.limit_val_batches = 0  # no validation of a cut-short epoch
+        if self._last_completed_state is not None:
+            pl_module.load_state_dict(self._last_completed_state)
+        logger.info(
+            "stop requested: epoch %d cut short after batch %d of %d; %s",
+            trainer.current_epoch + 1, batch_idx + 1, trainer.num_training_batches,
+            f"kept the model of epoch {trainer.current_epoch}"
+            if self._last_completed_state is not None
+            else "no epoch completed, kept the partly trained model",
+        )
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or self.cut_short_epoch is not None:
             return
         metrics = trainer.callback_metrics
         train = float(metrics[TRAIN_LOSS]) if TRAIN_LOSS in metrics else math.nan
@@ -164,6 +214,12 @@ class HistoryCallback(Callback):
         if val is not None:
             self.history[VAL_LOSS].append(val)
         self.history[LEARNING_RATE].append(lr)
+        if callable(getattr(self.epoch_callback, "stop_requested", None)):
+            # Only a caller that can stop mid-epoch needs the weights to go back to.
+            self._last_completed_state = {
+                name: value.detach().to("cpu", copy=True)
+                for name, value in pl_module.state_dict().items()
+            }
         report = EpochReport(trainer.current_epoch, train, val, lr)
         if self.log_each_epoch and trainer.is_global_zero:
             val_text = f" val_loss={val:.5g}" if val is not None else ""
@@ -174,6 +230,31 @@ class HistoryCallback(Callback):
         if self.epoch_callback is not None and self.epoch_callback(report) is False:
             self.stopped_by_caller = True
             trainer.should_stop = True
+
+
+class CompletedEpochCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint that saves nothing at the end of an epoch a Stop cut short
+    (``history.cut_short_epoch``): Lightning counts that epoch as done while the weights
+    went back to the last completed one, so ``--resume`` from it would skip an epoch.
+    The checkpoints of the last completed epoch stay the newest."""
+
+    def __init__(self, history: HistoryCallback, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._history = history
+
+    @property
+    def state_key(self) -> str:
+        # The plain ModelCheckpoint's key: checkpoints written before this class existed
+        # resume without a "missing callback" warning.
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._history.cut_short_epoch is None:
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._history.cut_short_epoch is None:
+            super().on_validation_end(trainer, pl_module)
 
 
 def _os_error_in(exc: BaseException) -> OSError | None:
@@ -338,7 +419,8 @@ def build_trainer(
         # history it carries is complete; with validation Lightning would otherwise
         # save it before the epoch's training loss exists.
         callbacks.append(
-            ModelCheckpoint(
+            CompletedEpochCheckpoint(
+                history,
                 dirpath=checkpoint_dir,
                 filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
                 monitor=None,
@@ -349,7 +431,8 @@ def build_trainer(
         )
         if top_k != 0:
             callbacks.append(
-                ModelCheckpoint(
+                CompletedEpochCheckpoint(
+                    history,
                     dirpath=checkpoint_dir,
                     filename="epoch{epoch:03d}-" + monitor + "{" + monitor + ":.5g}",
                     auto_insert_metric_name=False,
@@ -359,8 +442,11 @@ def build_trainer(
                 )
             )
     if ex.early_stop_patience is not None:
+        # strict=False: resolve_monitor has checked the name already, and an epoch that a
+        # Stop cut short has no validation metrics to check.
         callbacks.append(
-            EarlyStopping(monitor=monitor, patience=ex.early_stop_patience, mode=ex.checkpoint_mode)
+            EarlyStopping(monitor=monitor, patience=ex.early_stop_patience,
+                          mode=ex.checkpoint_mode, strict=False)
         )
     # TrainingConfig.debug (the seeds' switch) turns progress output on whatever --quiet says.
     verbose = ex.enable_progress_bar or training_config.debug

@@ -329,19 +329,23 @@ def test_training_data_resolution(tmp_path):
 
     directory = tmp_path / 'dir'
     directory.mkdir()
-    with pytest.raises(PtychodusInputError, match='no training data'):
+    with pytest.raises(PtychodusInputError, match='Export Training Data first'):
         resolve_training_data(directory)
 
-    _touch(directory / StandardFileLayout.DIFFRACTION)
-    _touch(directory / StandardFileLayout.PRODUCT)
-    assert resolve_training_data(directory).standard_layout_dir == directory
-
-    other = _touch(directory / 'exported.npz')
-    assert resolve_training_data(directory).train_file == other
-
+    lone = _touch(directory / 'exported.npz')
+    assert resolve_training_data(directory).train_file == lone  # no standard layout here
     _touch(directory / 'another.npz')
     with pytest.raises(PtychodusInputError, match='several .npz'):
         resolve_training_data(directory)
+
+    # a standard layout beats stray .npz files, which are named as ignored
+    _touch(directory / StandardFileLayout.DIFFRACTION)
+    _touch(directory / StandardFileLayout.PRODUCT)
+    source = resolve_training_data(directory)
+    assert source.standard_layout_dir == directory and source.train_file is None
+    assert [p.name for p in source.ignored] == ['another.npz', 'exported.npz']
+    assert 'ignoring another.npz, exported.npz' in source.description
+    assert 'standard layout' in source.description
 
     train = _touch(directory / 'train_data.npz')
     source = resolve_training_data(directory)
@@ -350,6 +354,7 @@ def test_training_data_resolution(tmp_path):
     test = _touch(directory / 'test_data.npz')
     source = resolve_training_data(directory)
     assert (source.train_file, source.test_file) == (train, test)
+    assert source.description == f'{train} with validation data test_data.npz'
 
     with pytest.raises(PtychodusInputError, match='does not exist'):
         resolve_training_data(tmp_path / 'missing')

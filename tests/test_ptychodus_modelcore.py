@@ -13,7 +13,7 @@ pytest.importorskip('torch')
 pytest.importorskip('ptychopinn_torch.train')
 
 import ptychodus.model.core as ptychodus_model_core  # noqa: E402
-from ptychodus.api.io import StandardFileLayout  # noqa: E402
+from ptychodus.api.io import StandardFileLayout, load_product  # noqa: E402
 from ptychodus.model import ModelCore  # noqa: E402
 from ptychopinn_ptychodus.launcher import is_installed, registered  # noqa: E402
 from ptychopinn_ptychodus.library import PtychoPINNReconstructorLibrary  # noqa: E402
@@ -125,3 +125,78 @@ def test_modelcore_workflow_trains_and_reconstructs(tmp_path):
     assert parser['Processing']['Algorithm'] == 'ptychopinn_pinn'
     assert parser['PINNInference']['StitchWeighting'] == 'probe'
     assert parser['PINNTraining']['NumEpochs'] == '1'
+
+
+# ------------------------------------------------------------------------ batch mode
+@pytest.fixture(scope='module')
+def batch_input(tmp_path_factory):
+    """A standard-layout input folder (diffraction.h5, product.h5, settings.ini)."""
+    directory = tmp_path_factory.mktemp('batch') / 'in'
+    parameters, _ = simulated_reconstruct_input(N=64, n_positions=16)
+    write_standard_layout(directory, parameters)
+    (directory / StandardFileLayout.SETTINGS).write_text(SETTINGS)
+    return directory
+
+
+def test_batch_train_prefers_the_standard_layout_to_a_stray_npz(batch_input, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger='ptychopinn_ptychodus')
+    (batch_input / 'notes.npz').write_bytes(b'a stray file, not training data')
+    try:
+        with registered(), ModelCore(None, log_level=logging.INFO) as model:
+            code = model.batch_mode_execute('train', batch_input, tmp_path)
+    finally:
+        (batch_input / 'notes.npz').unlink()
+    assert code == 0, caplog.text
+    assert (tmp_path / 'model.zip').is_file()
+    assert (
+        f'training data: diffraction.h5 + product.h5 in {batch_input} (Ptychodus standard '
+        'layout); ignoring notes.npz'
+    ) in caplog.text
+
+
+def _reconstruct_in_batch(input_dir, output_dir):
+    with registered(), ModelCore(None, log_level=logging.INFO) as model:
+        library = model.ptychopinn_reconstructor_library
+        # yield at every 25 %: Ptychodus would save each of these yields as a file
+        library.pinn.progress_interval_s = 0.0
+        return model.batch_mode_execute('reconstruct', input_dir, output_dir)
+
+
+def test_batch_reconstruct_writes_exactly_one_product(batch_input, tmp_path):
+    with registered(), ModelCore(None, log_level=logging.WARNING) as model:
+        assert model.batch_mode_execute('train', batch_input, tmp_path / 'trained') == 0
+    (batch_input / 'model.zip').write_bytes((tmp_path / 'trained' / 'model.zip').read_bytes())
+    try:
+        assert _reconstruct_in_batch(batch_input, tmp_path / 'out') == 0
+    finally:
+        (batch_input / 'model.zip').unlink()
+
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['product.h5']
+    product_in = load_product(batch_input / StandardFileLayout.PRODUCT)
+    product_out = load_product(tmp_path / 'out' / 'product.h5')
+    changed = product_out.object_.get_layer(0) != product_in.object_.get_layer(0)
+    assert changed.sum() > 0.2 * changed.size
+
+
+def test_batch_reconstruct_without_a_model_fails_and_writes_nothing(batch_input, tmp_path):
+    assert _reconstruct_in_batch(batch_input, tmp_path / 'out') != 0
+    assert list((tmp_path / 'out').iterdir()) == []
+
+
+# ------------------------------------------------------------------------ item 14
+def test_saved_settings_hold_no_unused_ptychopinn_torch_sections(tmp_path):
+    with registered(), ModelCore(None, log_level=logging.WARNING) as model:
+        assert not list(model.ptychopinn_torch_reconstructor_library)
+        model.settings_registry.save_settings(tmp_path / 'settings.ini')
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(tmp_path / 'settings.ini')
+    assert not [s for s in parser.sections() if s.startswith('PtychoPINNTorch')]
+    assert {'PINNModel', 'PINNTraining', 'PINNInference', 'PINNExecution'} <= set(
+        parser.sections()
+    )
+    # Ptychodus without our launcher writes them
+    with ModelCore(None, log_level=logging.WARNING) as model:
+        model.settings_registry.save_settings(tmp_path / 'plain.ini')
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(tmp_path / 'plain.ini')
+    assert 'PtychoPINNTorchModel' in parser.sections()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -11,7 +12,12 @@ import pytest
 pytest.importorskip('ptychodus')
 
 from ptychodus.api.settings import SettingsRegistry  # noqa: E402
-from ptychopinn_ptychodus.settings import PtychoPINNSettings, settings_to_configs  # noqa: E402
+from ptychopinn_ptychodus.settings import (  # noqa: E402
+    SECTIONS,
+    SETTINGS,
+    PtychoPINNSettings,
+    settings_to_configs,
+)
 
 from ptychopinn.config import (  # noqa: E402
     ExecutionConfig,
@@ -19,8 +25,6 @@ from ptychopinn.config import (  # noqa: E402
     ModelConfig,
     TrainingConfig,
 )
-
-SECTIONS = ('PINNModel', 'PINNTraining', 'PINNInference', 'PINNExecution')
 
 # (section, key, value as written in settings.ini, config, field, expected config value)
 CASES = [
@@ -313,3 +317,32 @@ def test_settings_survive_a_settings_file_round_trip(tmp_path):
     registry2.open_settings(path)
     assert _configs(settings2, N=128) == _configs(settings, N=128)
     assert settings2.inference.bad_pixel_mode.get_value() == 'zero'
+
+
+def test_spec_settings_table_equals_the_code():
+    """specs/reconstructor_api.md section 3 lists every key of every section, in order."""
+    spec = (Path(__file__).resolve().parents[1] / 'specs' / 'reconstructor_api.md').read_text()
+    table = {}
+    for line in spec.splitlines():
+        match = re.fullmatch(r'\| `(PINN\w+)` \| (.*) \|', line.strip())
+        if match:
+            table[match[1]] = re.findall(r'`(\w+)`', match[2])
+    assert table == {
+        section: [s.key for s in SETTINGS if s.section == section] for section in SECTIONS
+    }
+
+
+def test_setting_table_entries_are_consistent():
+    registry, settings = _new_settings()
+    keys = [(s.section, s.key) for s in SETTINGS]
+    assert len(keys) == len(set(keys))
+    for setting in SETTINGS:
+        parameter = settings.parameter(setting)
+        assert parameter.get_value() == setting.default, setting.key
+        assert getattr(settings.group(setting.section), setting.attribute) is parameter
+        if setting.choices_for('pinn'):
+            assert setting.default in setting.choices_for('pinn'), setting.key
+    for section in SECTIONS:
+        assert list(registry[section].parameters()) == [
+            s.key for s in SETTINGS if s.section == section
+        ]

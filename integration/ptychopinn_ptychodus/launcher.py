@@ -1,22 +1,28 @@
 """Start Ptychodus (GUI or ``-b`` batch mode) with the PtychoPINN library registered.
 
 Ptychodus 1.7 hard-codes its reconstructor libraries in ``ModelCore.__init__`` and its
-settings panels in ``ControllerCore.__init__``; it has no plugin hook for either. Both
-look the classes up as module globals when they run, so :func:`install` replaces, at
-runtime and without touching files on disk:
+settings panels and Processing-view controller in ``ControllerCore.__init__``; it has no
+plugin hook for either. Both look the classes up as module globals when they run, so
+:func:`install` replaces, at runtime and without touching files on disk:
 
 * ``ptychodus.model.core.PtychoPINNReconstructorLibrary`` (Ptychodus's own PtychoPINN
   slot, which needs the TensorFlow ``ptycho`` package) with
   :class:`~ptychopinn_ptychodus.library.PtychoPINNReconstructorLibrary`, so
   ``ModelCore`` builds ours, lists it in the algorithm selector and routes
   ``reconstruct`` / ``train`` / model I/O to it;
-* ``ptychodus.model.core.ProcessingCore`` with a subclass that, after building, selects
-  ``ptychopinn_pinn`` when the configured algorithm is not available (Ptychodus's
-  default is pty-chi's LSQML; left alone, the selector would show PtychoPINN while a
-  do-nothing placeholder is selected). A settings file naming an available algorithm
-  still wins;
-* ``ptychodus.controller.core.PtychoPINNViewControllerFactory`` with ours, so the
-  settings panel under the selector shows the PtychoPINN settings (GUI only).
+* ``ptychodus.model.core.ProcessingCore`` with a subclass
+  (:func:`~ptychopinn_ptychodus.model_hooks.processing_core_class`) that selects
+  ``ptychopinn_pinn`` when the configured algorithm is not available (Ptychodus's default
+  is pty-chi's LSQML) and checks our actions before Ptychodus starts a task
+  (:class:`~ptychopinn_ptychodus.model_hooks.PtychoPINNProcessingAPI`);
+* ``ptychodus.model.core.PtychoPINNTorchReconstructorLibrary`` with a stand-in that, when
+  Ptychodus's PtychoPINN-Torch integration has nothing to offer, registers no settings
+  (:func:`~ptychopinn_ptychodus.model_hooks.ptychopinn_torch_library`);
+* GUI only: ``ptychodus.controller.core.PtychoPINNViewControllerFactory`` with ours (the
+  settings panel under the selector) and ``ptychodus.controller.core.ProcessingController``
+  with a subclass (:func:`~ptychopinn_ptychodus.controller.processing_controller_class`:
+  Infer only with a model, buttons refreshed when a task ends, epoch and loss in the
+  progress bar).
 
 The replacements keep the replaced classes' constructor signatures. The algorithm keys
 are ``ptychopinn_pinn`` and ``ptychopinn_supervised`` (``[Processing] Algorithm`` in a
@@ -28,7 +34,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -50,10 +56,12 @@ SUPPORTED_PTYCHODUS_SERIES = '1.7'
 # (module, global name) pairs that install() replaces
 _MODEL_HOOK = ('ptychodus.model.core', 'PtychoPINNReconstructorLibrary')
 _PROCESSING_HOOK = ('ptychodus.model.core', 'ProcessingCore')
+_TORCH_LIBRARY_HOOK = ('ptychodus.model.core', 'PtychoPINNTorchReconstructorLibrary')
 _VIEW_HOOK = ('ptychodus.controller.core', 'PtychoPINNViewControllerFactory')
+_CONTROLLER_HOOK = ('ptychodus.controller.core', 'ProcessingController')
 
 _originals: dict[tuple[str, str], Any] = {}
-_processing_subclasses: dict[type, type] = {}
+_wrappers: dict[tuple[tuple[str, str], Any], Any] = {}  # (hook, original) -> replacement
 
 
 def check_ptychodus_version() -> str:
@@ -77,7 +85,11 @@ def check_ptychodus_version() -> str:
     return installed
 
 
-def _replace(hook: tuple[str, str], replacement: Any) -> None:
+def _original(hook: tuple[str, str]) -> Any:
+    """What Ptychodus itself has at ``hook`` (also while our replacement is installed)."""
+    if hook in _originals:
+        return _originals[hook]
+
     module_name, attribute = hook
     module = importlib.import_module(module_name)
 
@@ -87,64 +99,46 @@ def _replace(hook: tuple[str, str], replacement: Any) -> None:
             f'({version("ptychodus")}); the PtychoPINN launcher cannot register its library'
         )
 
-    current = getattr(module, attribute)
-
-    if current is replacement:
-        return
-
-    _originals.setdefault(hook, current)
-    setattr(module, attribute, replacement)
+    return getattr(module, attribute)
 
 
-def _default_algorithm_processing_core(original: type) -> type:
-    """``original`` (Ptychodus's ProcessingCore) selecting PtychoPINN when nothing valid is."""
-    try:
-        return _processing_subclasses[original]
-    except KeyError:
-        pass
+def _replace(hook: tuple[str, str], replacement: Any) -> None:
+    original = _original(hook)
+    module_name, attribute = hook
+    _originals.setdefault(hook, original)
+    setattr(importlib.import_module(module_name), attribute, replacement)
 
-    from .library import algorithm_key
 
-    class ProcessingCoreWithPtychoPINNDefault(original):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            parameter = self.algorithm_parameter
-            default = algorithm_key('PINN')
-            available = set(parameter.available_reconstructors())
+def _replace_wrapping(hook: tuple[str, str], make: Callable[[Any], Any]) -> None:
+    """Replace ``hook`` by ``make(original)``, built once per original (idempotent)."""
+    original = _original(hook)
+    key = (hook, original)
 
-            if parameter.get_value() not in available and default in available:
-                parameter.set_value(default)
+    if key not in _wrappers:
+        _wrappers[key] = make(original)
 
-    _processing_subclasses[original] = ProcessingCoreWithPtychoPINNDefault
-    return ProcessingCoreWithPtychoPINNDefault
+    _replace(hook, _wrappers[key])
 
 
 def install(*, gui: bool = True) -> None:
-    """Register the PtychoPINN library (and with ``gui``, its settings panel) in Ptychodus.
+    """Register the PtychoPINN library (and with ``gui``, its panel and controller) in Ptychodus.
 
     Idempotent; affects ModelCore / ControllerCore instances created afterwards.
     """
     check_ptychodus_version()
     from .library import PtychoPINNReconstructorLibrary
+    from .model_hooks import processing_core_class, ptychopinn_torch_library
 
     _replace(_MODEL_HOOK, PtychoPINNReconstructorLibrary)
-    processing_module = importlib.import_module(_PROCESSING_HOOK[0])
-    original_processing_core = _originals.get(
-        _PROCESSING_HOOK, getattr(processing_module, _PROCESSING_HOOK[1], None)
-    )
-
-    if original_processing_core is None:
-        raise UnsupportedPtychodusVersionError(
-            f'{_PROCESSING_HOOK[0]}.{_PROCESSING_HOOK[1]} is missing from this Ptychodus '
-            f'({version("ptychodus")}); the PtychoPINN launcher cannot register its library'
-        )
-
-    _replace(_PROCESSING_HOOK, _default_algorithm_processing_core(original_processing_core))
+    _replace_wrapping(_PROCESSING_HOOK, processing_core_class)
+    _replace_wrapping(_TORCH_LIBRARY_HOOK, ptychopinn_torch_library)
 
     if gui:
+        from .controller import processing_controller_class
         from .view import PtychoPINNViewControllerFactory
 
         _replace(_VIEW_HOOK, PtychoPINNViewControllerFactory)
+        _replace_wrapping(_CONTROLLER_HOOK, processing_controller_class)
 
 
 def uninstall() -> None:

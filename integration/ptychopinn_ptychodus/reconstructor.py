@@ -1,9 +1,14 @@
 """The ``PINN`` and ``Supervised`` trainable reconstructors (ptychodus.api.reconstruct).
 
 Training and inference run in a worker thread; the generators hand its results to
-Ptychodus as they arrive. Closing a generator (Stop in the GUI, or Ptychodus breaking out
-of its loop) asks the worker to stop at the end of the current epoch, waits for it and
-cleans up in ``finally``. See ``specs/reconstructor_api.md`` for the full contract.
+Ptychodus as they arrive. Ptychodus checks its Stop button only when a generator yields,
+so while training the generator also yields after training batches (at most every
+``tick_interval_s``); closing it (Stop, or Ptychodus breaking out of its loop) stops the
+worker after the current batch, keeps the model of the last completed epoch, waits for
+the worker and cleans up in ``finally``. Errors are logged on the library's logger, which
+Ptychodus shows in its processing log, before they are re-raised. Each reconstructor is an
+``Observable``: observers hear about every change of :attr:`training_progress` (from the
+worker's thread). See ``specs/reconstructor_api.md`` for the full contract.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import numpy
 from ptychodus.api.io import StandardFileLayout, load_diffraction_data, load_product
+from ptychodus.api.observer import Observable
 from ptychodus.api.product import LossValue, Product
 from ptychodus.api.reconstruct import (
     ReconstructInput,
@@ -30,6 +37,7 @@ from ptychodus.api.reconstruct import (
 )
 
 from ptychopinn import workflows
+from ptychopinn.config import ModelConfig
 from ptychopinn.data import RawData
 
 from .conversion import PreparedData, paste_reconstruction, prepare_input
@@ -40,12 +48,14 @@ from .settings import (
     inference_config_from_settings,
     settings_to_configs,
 )
-from .training_data import resolve_training_data
+from .training_data import TrainingDataSource, resolve_training_data
 
 __all__ = [
     'MODEL_FILE_EXTENSION',
+    'NO_MODEL_MESSAGE',
     'RECONSTRUCT_PROGRESS_GOAL',
     'PtychoPINNReconstructor',
+    'TrainingProgress',
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,16 +66,83 @@ MODEL_FILE_EXTENSION: Final[str] = '.zip'
 RECONSTRUCT_PROGRESS_GOAL: Final[int] = 100
 """Reconstruction progress is reported in percent."""
 
+NO_MODEL_MESSAGE: Final[str] = (
+    '{name}: no model loaded: train or open a model first '
+    '(Train, or "Load Model..." in the menu beside Train)'
+)
+"""What Infer says (button tooltip, error) before a model is trained or loaded."""
+
 _RECONSTRUCT_REPORT_STEP = 25  # percent between intermediate ReconstructOutputs
 
 _EVENT, _DONE, _FAILED = 'event', 'done', 'failed'
-
+_TICK = object()  # a training batch ended: the generator yields so Ptychodus can check Stop
 
 
 def _training_losses(model: Any) -> list[LossValue]:
     """Per-epoch training losses recorded in a model bundle (empty for a checkpoint)."""
     history = getattr(model, 'training_summary', {}).get('train_loss_history') or []
     return [LossValue(epoch=epoch, value=float(value)) for epoch, value in enumerate(history)]
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """What a reconstructor's training has done so far (losses per completed epoch).
+
+    ``state`` is ``idle`` (never trained here), ``training``, ``stopping`` (Stop pressed,
+    finishing the current batch), ``finished``, ``stopped`` or ``failed``; ``message``
+    says what was kept, or what failed.
+    """
+
+    state: str = 'idle'
+    epochs_goal: int = 0
+    training_loss: tuple[float, ...] = ()
+    validation_loss: tuple[float, ...] = ()
+    message: str = ''
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.training_loss)
+
+    @property
+    def is_running(self) -> bool:
+        return self.state in ('training', 'stopping')
+
+    def progress_text(self) -> str:
+        """Short text for a progress bar, e.g. ``Epoch 3/10 · loss 0.0123 · validation 0.0145``."""
+        text = f'Epoch {self.epochs_done}/{self.epochs_goal}'
+        if self.training_loss:
+            text += f' · loss {self.training_loss[-1]:.4g}'
+        if self.validation_loss:
+            text += f' · validation {self.validation_loss[-1]:.4g}'
+        if self.state == 'stopping':
+            text += ' · stopping'
+        return text
+
+
+class _TrainingControl:
+    """The backend's epoch callback: queues every epoch report; polled after every batch
+    (``stop_requested``), it queues a tick at most every ``tick_interval_s`` and says
+    whether Stop was pressed, so training ends within one batch."""
+
+    def __init__(
+        self, post: Callable[[Any], None], stop: threading.Event, tick_interval_s: float
+    ) -> None:
+        self._post = post
+        self._stop = stop
+        self._tick_interval_s = tick_interval_s
+        self._last_tick_s = time.monotonic()
+
+    def __call__(self, report: Any) -> bool:
+        self._post(report)
+        return not self._stop.is_set()
+
+    def stop_requested(self) -> bool:
+        now_s = time.monotonic()
+        if now_s - self._last_tick_s >= self._tick_interval_s:
+            self._last_tick_s = now_s
+            self._post(_TICK)
+        return self._stop.is_set()
+
 
 class _Worker:
     """Runs ``target(post)`` in a daemon thread; ``post(payload)`` queues an event."""
@@ -110,7 +187,7 @@ class _Worker:
             self._thread.join()
 
 
-class PtychoPINNReconstructor(TrainableReconstructor):
+class PtychoPINNReconstructor(TrainableReconstructor, Observable):
     """One PtychoPINN model type (``pinn`` or ``supervised``) as a Ptychodus reconstructor.
 
     The reconstructor owns the model it trained or loaded; all settings are read from the
@@ -118,14 +195,20 @@ class PtychoPINNReconstructor(TrainableReconstructor):
     """
 
     def __init__(self, name: str, model_type: str, settings: PtychoPINNSettings) -> None:
+        Observable.__init__(self)
         self._name = name
         self._model_type = model_type
         self._settings = settings
         self._model: Any = None  # ptychopinn_torch LoadedModel
         self._model_path: Path | None = None
         self._active_goal: int | None = None
+        self._training_progress = TrainingProgress()
         self.progress_interval_s = 1.0
-        """Least time between intermediate ReconstructOutputs (batch mode saves each one)."""
+        """Least time between intermediate ReconstructOutputs (short runs yield only the
+        result)."""
+        self.tick_interval_s = 0.2
+        """Least time between the extra yields while training, i.e. how late Stop can be
+        seen on top of the batch that is running."""
 
     # ------------------------------------------------------------------ identity
     @property
@@ -145,6 +228,15 @@ class PtychoPINNReconstructor(TrainableReconstructor):
     def model_path(self) -> Path | None:
         """File the current model was loaded from (after training: the written bundle)."""
         return self._model_path
+
+    @property
+    def training_progress(self) -> TrainingProgress:
+        """The current (or last) training's progress; observers hear of every change."""
+        return self._training_progress
+
+    def _set_training_progress(self, **changes: Any) -> None:
+        self._training_progress = dataclasses.replace(self._training_progress, **changes)
+        self.notify_observers()
 
     def get_progress_goal(self) -> int:
         """Epochs while training, percent while reconstructing."""
@@ -181,6 +273,7 @@ class PtychoPINNReconstructor(TrainableReconstructor):
             f'{self._name}: loaded model N={model.N} gridsize={model.model_config.gridsize} '
             f'from {self._model_path}'
         )
+        self.notify_observers()
 
     def save_model(self, file_path: Path) -> None:
         """Write the current model as a bundle to ``file_path``."""
@@ -239,9 +332,9 @@ class PtychoPINNReconstructor(TrainableReconstructor):
         self._to_raw_data(prepared).save(path)
         logger.info(f'{self._name}: exported {prepared.n_positions} patterns to {path}')
 
-    def _read_training_data(self, input_path: Path) -> tuple[RawData, RawData | None, Path | None, Path | None]:
-        source = resolve_training_data(input_path)
-
+    def _read_training_data(
+        self, source: TrainingDataSource
+    ) -> tuple[RawData, RawData | None, Path | None, Path | None]:
         if source.train_file is not None:
             train = RawData.from_file(source.train_file)
             test = RawData.from_file(source.test_file) if source.test_file is not None else None
@@ -249,7 +342,6 @@ class PtychoPINNReconstructor(TrainableReconstructor):
 
         assert source.standard_layout_dir is not None
         directory = source.standard_layout_dir
-        logger.info(f'{self._name}: converting {directory} (Ptychodus standard layout)')
         reconstruct_input = prepare_reconstruct_input(
             load_diffraction_data(directory / StandardFileLayout.DIFFRACTION),
             load_product(directory / StandardFileLayout.PRODUCT),
@@ -258,16 +350,41 @@ class PtychoPINNReconstructor(TrainableReconstructor):
         return self._to_raw_data(prepared), None, None, None
 
     # ------------------------------------------------------------------ training
+    def check_training_input(self, input_path: Path) -> TrainingDataSource:
+        """Raise now what would make ``train(input_path, ...)`` fail before any work.
+
+        Finds the training data (:func:`resolve_training_data`) and validates the settings
+        (``settings_to_configs``, N as the configs' default); reads no data. Returns where
+        the data is. Ptychodus calls it through the launcher before it starts a training
+        task, so the error reaches a message box instead of a background thread.
+        """
+        source = resolve_training_data(Path(input_path))
+        settings_to_configs(self._settings, model_type=self._model_type, N=ModelConfig().N)
+        return source
+
     def train(self, input_path: Path, output_path: Path) -> Iterator[TrainOutput]:
         """Train on the data at ``input_path`` and write the bundle into ``output_path``.
 
-        Yields one TrainOutput per epoch: all training / validation losses so far and
-        ``progress`` = epochs completed. When training ends (or is stopped) the bundle
-        ``ptychopinn_model.zip`` is loaded as the current model and copied to
-        ``model.zip`` in ``output_path`` (the name ``-b reconstruct`` looks for).
+        Yields a TrainOutput after every epoch (all training / validation losses so far,
+        ``progress`` = epochs completed) and, unchanged, after training batches at most
+        every ``tick_interval_s``, so that Ptychodus sees Stop. When training ends, or is
+        stopped, the bundle ``ptychopinn_model.zip`` is loaded as the current model and
+        copied to ``model.zip`` in ``output_path`` (the name ``-b reconstruct`` looks for).
+        Errors are logged (processing log) and re-raised.
         """
-        output_dir = Path(output_path)
-        train_raw, test_raw, train_file, test_file = self._read_training_data(Path(input_path))
+        try:
+            yield from self._train(Path(input_path), Path(output_path))
+        except Exception as exc:
+            logger.error(f'{self._name}: training failed: {exc}')
+            self._set_training_progress(state='failed', message=str(exc))
+            raise
+        finally:
+            self._active_goal = None
+
+    def _train(self, input_path: Path, output_dir: Path) -> Iterator[TrainOutput]:
+        source = resolve_training_data(input_path)
+        logger.info(f'{self._name}: training data: {source.description}')
+        train_raw, test_raw, train_file, test_file = self._read_training_data(source)
         model_config, training_config, _, execution_config = settings_to_configs(
             self._settings,
             model_type=self._model_type,
@@ -286,15 +403,16 @@ class PtychoPINNReconstructor(TrainableReconstructor):
 
         output_dir.mkdir(parents=True, exist_ok=True)
         self._active_goal = training_config.nepochs
+        self._set_training_progress(
+            state='training', epochs_goal=training_config.nepochs, training_loss=(),
+            validation_loss=(), message='',
+        )
         worker: _Worker
 
         def run(post: Callable[[Any], None]) -> Any:
-            def on_epoch(report: Any) -> bool:
-                post(report)
-                return not worker.stop_requested.is_set()
-
+            control = _TrainingControl(post, worker.stop_requested, self.tick_interval_s)
             return workflows.train_cdi_model_with_backend(
-                train_raw, test_raw, training_config, execution_config, epoch_callback=on_epoch
+                train_raw, test_raw, training_config, execution_config, epoch_callback=control
             )
 
         worker = _Worker(f'{self._name}-train', run)
@@ -307,38 +425,75 @@ class PtychoPINNReconstructor(TrainableReconstructor):
         worker.start()
 
         try:
-            for report in worker.messages():
-                training_loss.append(LossValue(epoch=report.epoch, value=report.train_loss))
-
-                if report.val_loss is not None:
-                    validation_loss.append(LossValue(epoch=report.epoch, value=report.val_loss))
-
-                logger.info(
-                    f'{self._name}: epoch {report.epoch + 1} train_loss={report.train_loss:.5g}'
-                    + (f' val_loss={report.val_loss:.5g}' if report.val_loss is not None else '')
-                )
+            for message in worker.messages():
+                if message is not _TICK:
+                    self._record_epoch(message, training_loss, validation_loss)
                 yield TrainOutput(
                     training_loss=list(training_loss),
                     validation_loss=list(validation_loss),
-                    progress=report.epoch + 1,
+                    progress=len(training_loss),
                 )
         except GeneratorExit:
-            logger.info(f'{self._name}: stop requested; finishing the current epoch')
+            logger.info(f'{self._name}: stop requested; stopping after the current batch')
+            self._set_training_progress(state='stopping')
             worker.stop_and_join()
-
-            if worker.error is not None:
-                logger.error(f'{self._name}: training failed while stopping: {worker.error}')
-            elif worker.result is not None:
-                try:
-                    self._adopt_trained_model(worker.result, output_dir)
-                except Exception:
-                    logger.exception(f'{self._name}: could not load the stopped model')
-
+            self._keep_stopped_model(worker, output_dir)
             raise
         finally:
             worker.stop_and_join()
 
         self._adopt_trained_model(worker.result, output_dir)
+        self._set_training_progress(
+            state='finished', message=f'trained {len(training_loss)} epochs: {self._model_path}'
+        )
+
+    def _record_epoch(
+        self, report: Any, training_loss: list[LossValue], validation_loss: list[LossValue]
+    ) -> None:
+        training_loss.append(LossValue(epoch=report.epoch, value=report.train_loss))
+
+        if report.val_loss is not None:
+            validation_loss.append(LossValue(epoch=report.epoch, value=report.val_loss))
+
+        logger.info(
+            f'{self._name}: epoch {report.epoch + 1} train_loss={report.train_loss:.5g}'
+            + (f' val_loss={report.val_loss:.5g}' if report.val_loss is not None else '')
+        )
+        self._set_training_progress(
+            training_loss=tuple(loss.value for loss in training_loss),
+            validation_loss=tuple(loss.value for loss in validation_loss),
+        )
+
+    def _keep_stopped_model(self, worker: _Worker, output_dir: Path) -> None:
+        """After Stop: load what the stopped training wrote and say what was kept."""
+        if worker.error is not None:
+            message = f'training failed while stopping: {worker.error}'
+            logger.error(f'{self._name}: {message}')
+            self._set_training_progress(state='failed', message=message)
+            return
+
+        try:
+            self._adopt_trained_model(worker.result, output_dir)
+        except Exception as exc:  # the generator is closing: log, do not raise
+            message = f'could not load the stopped model: {exc}'
+            logger.error(f'{self._name}: {message}')
+            self._set_training_progress(state='failed', message=message)
+            return
+
+        summary = worker.result.summary
+        epochs = summary['epochs_completed']
+
+        if epochs:
+            losses = f"train_loss={summary['final_train_loss']:.5g}"
+            if summary.get('final_val_loss') is not None:
+                losses += f" val_loss={summary['final_val_loss']:.5g}"
+            kept = f'the model of epoch {epochs} ({losses})'
+        else:
+            kept = 'the partly trained model (no epoch completed)'
+
+        message = f'kept {kept}: {self._model_path}'
+        logger.info(f'{self._name}: stopped; {message}')
+        self._set_training_progress(state='stopped', message=message)
 
     def _adopt_trained_model(self, result: Any, output_dir: Path) -> None:
         bundle_path = result.bundle_path
@@ -360,14 +515,20 @@ class PtychoPINNReconstructor(TrainableReconstructor):
         least ``progress_interval_s`` has passed since the previous yield (short runs
         yield only the result). The last yield, progress 100, is the final product: the
         stitched object pasted onto the input object's grid; probe, positions and
-        metadata unchanged; no losses (a forward pass has no iterations).
+        metadata unchanged; the model's training losses. Errors are logged (processing
+        log) and re-raised.
         """
+        try:
+            yield from self._reconstruct(parameters)
+        except Exception as exc:
+            logger.error(f'{self._name}: reconstruction failed: {exc}')
+            raise
+
+    def _reconstruct(self, parameters: ReconstructInput) -> Iterator[ReconstructOutput]:
         model = self._model
 
         if model is None:
-            raise ModelNotLoadedError(
-                f'{self._name}: no model loaded; train one or use "Load Model..." first'
-            )
+            raise ModelNotLoadedError(NO_MODEL_MESSAGE.format(name=self._name))
 
         prepared = prepare_input(
             parameters,

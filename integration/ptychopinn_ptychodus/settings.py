@@ -1,20 +1,28 @@
 """PtychoPINN settings groups in Ptychodus's SettingsRegistry and the settings -> configs map.
 
+Every setting is one :class:`Setting` entry of :data:`SETTINGS`: its settings-file key and
+section, default, range or choices, the config field it sets, the sentinel that means
+``None``, its label and one-sentence tooltip in the GUI panel, and when it has no effect.
+The groups, :func:`settings_to_configs` and the panel (``view.py``) are all built from that
+table, so adding a setting is one entry (plus the config field it maps to).
+
 Four groups are registered (section names in a Ptychodus ``settings.ini``):
 ``PINNModel``, ``PINNTraining``, ``PINNInference`` and ``PINNExecution``. They are shared
 by the ``PINN`` and ``Supervised`` reconstructors; the reconstructor supplies the model
 type. Ptychodus parameters cannot hold ``None``, so optional config fields use a sentinel
-that is documented on each parameter (0, or -1 for seeds) and mapped to ``None`` in
-:func:`settings_to_configs`, the one place where settings become configs.
+(0, -1 for the seeds, empty text for the MLflow tracking URI) that
+:func:`settings_to_configs` maps to ``None``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ptychodus.api.observer import Observable, Observer
+from ptychodus.api.parameters import Parameter
 from ptychodus.api.settings import SettingsRegistry
 
 from ptychopinn.config import (
@@ -22,9 +30,11 @@ from ptychopinn.config import (
     AMP_ACTIVATIONS,
     CHECKPOINT_MODES,
     GENERATORS,
+    LEARNING_RATE,
     LOGGERS,
     LOSS_MODES,
     MODEL_TYPES,
+    PHYSICS_WEIGHT_SCHEDULES,
     PRECISIONS,
     SCHEDULERS,
     STITCH_WEIGHTINGS,
@@ -33,52 +43,524 @@ from ptychopinn.config import (
     InferenceConfig,
     ModelConfig,
     TrainingConfig,
+    logged_metric_names,
 )
 
 __all__ = [
-    'AMP_ACTIVATIONS',
-    'ACCELERATORS',
     'BAD_PIXEL_MODES',
-    'CHECKPOINT_MODES',
-    'GENERATORS',
-    'LOGGERS',
-    'LOSS_MODES',
-    'MODEL_TYPES',
-    'PRECISIONS',
-    'SCHEDULERS',
-    'STITCH_WEIGHTINGS',
-    'STRATEGIES',
+    'SECTIONS',
+    'SETTINGS',
     'PtychoPINNExecutionSettings',
     'PtychoPINNInferenceSettings',
     'PtychoPINNModelSettings',
     'PtychoPINNSettings',
     'PtychoPINNTrainingSettings',
+    'Setting',
+    'checkpoint_metric_choices',
     'execution_config_from_settings',
     'inference_config_from_settings',
     'model_config_from_settings',
+    'settings_in',
     'settings_to_configs',
     'training_config_from_settings',
 ]
 
-# Choices offered in the GUI come from the configs, which validate them again.
 BAD_PIXEL_MODES: Sequence[str] = ('inpaint', 'zero')
+"""Repair of masked detector pixels (not a config field; see specs/reconstructor_api.md)."""
 
 _INT_MAX = 0x7FFFFFFF  # Qt spin boxes are 32-bit
 
+SECTIONS: dict[str, str] = {
+    'PINNModel': 'Model',
+    'PINNTraining': 'Training',
+    'PINNInference': 'Inference',
+    'PINNExecution': 'Execution',
+}
+"""Settings-file section -> panel group title, in panel order."""
+
+NoEffect = Callable[['PtychoPINNSettings', str], str]
+"""``(settings, model_type) -> why the setting does nothing now`` ('' when it does something)."""
+
+
+def checkpoint_metric_choices(model_type: str) -> tuple[str, ...]:
+    """Metrics a ``model_type`` run can log and rank checkpoints by (``val_loss`` first).
+
+    The union over loss modes, with validation and labels; ``learning_rate`` is left out
+    because it says nothing about the model's quality (and ``physics_weight``, logged
+    with training stages, is not offered for the same reason).
+    """
+    names: set[str] = set()
+
+    for loss_mode in LOSS_MODES:
+        names |= logged_metric_names(
+            model_type, loss_mode, has_labels=True, realspace_weight=1.0, has_validation=True
+        )
+
+    names.discard(LEARNING_RATE)
+    first = ('val_loss', 'train_loss')
+    return first + tuple(sorted(names - set(first)))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One PtychoPINN setting: settings-file entry, config field and GUI field.
+
+    ``default`` fixes the parameter type (bool, int, float or str). ``none_value`` is the
+    sentinel meaning ``None`` in the config; ``to_config`` converts other values.
+    ``choices`` (a sequence, or a function of the model type) makes a combo box;
+    ``widget='power_of_two'`` a power-of-two spin box. ``no_effect`` says when the
+    setting does nothing, so the panel can disable it. ``in_panel=False`` keeps it out of
+    the panel (settings files only).
+    """
+
+    section: str
+    key: str
+    attribute: str
+    default: bool | int | float | str
+    label: str
+    tooltip: str
+    field: str | None = None
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    choices: Sequence[str] | Callable[[str], Sequence[str]] = ()
+    none_value: int | float | str | None = None
+    to_config: Callable[[Any], Any] | None = None
+    widget: str = ''
+    no_effect: NoEffect | None = None
+    in_panel: bool = True
+
+    def choices_for(self, model_type: str) -> tuple[str, ...]:
+        """The combo-box items for the ``model_type`` panel (empty: not a choice)."""
+        choices = self.choices(model_type) if callable(self.choices) else self.choices
+        return tuple(choices)
+
+    def config_value(self, value: Any) -> Any:
+        """The config field's value for the setting's value (sentinel -> None)."""
+        if self.none_value is not None and value == self.none_value:
+            return None
+        return self.to_config(value) if self.to_config is not None else value
+
+
+def _parse_devices(text: str) -> int | str:
+    stripped = text.strip()
+    return int(stripped) if stripped.isdigit() else stripped
+
+
+# ---------------------------------------------------------------- when settings do nothing
+def _single_positions(s: PtychoPINNSettings, model_type: str) -> str:
+    return '' if s.model.gridsize.get_value() > 1 else 'grid size 1: a group is one position'
+
+
+def _supervised(s: PtychoPINNSettings, model_type: str) -> str:
+    return 'supervised training compares patches with labels, not diffraction' if (
+        model_type == 'supervised'
+    ) else ''
+
+
+def _object_merge(s: PtychoPINNSettings, model_type: str) -> str:
+    return _single_positions(s, model_type) or _supervised(s, model_type)
+
+
+def _poisson_only(s: PtychoPINNSettings, model_type: str) -> str:
+    if model_type == 'supervised':
+        return _supervised(s, model_type)
+    loss_mode = s.training.loss_mode.get_value()
+    return '' if loss_mode == 'poisson' else f'loss {loss_mode} has no Poisson term'
+
+
+def _realspace_inner(s: PtychoPINNSettings, model_type: str) -> str:
+    if model_type == 'supervised':
+        return _supervised(s, model_type)
+    return '' if s.training.realspace_weight.get_value() > 0 else 'real-space weight is 0'
+
+
+def _probe_unused(s: PtychoPINNSettings, model_type: str) -> str:
+    if model_type == 'pinn' or s.model.generator.get_value() == 'unet':
+        return ''
+    return 'supervised cnn networks never see the probe'
+
+
+def _spatial_attention_off(s: PtychoPINNSettings, model_type: str) -> str:
+    return '' if s.model.spatial_decoder.get_value() else 'spatial attention in decoder is off'
+
+
+def _stages_unavailable(s: PtychoPINNSettings, model_type: str) -> str:
+    if model_type == 'supervised':
+        return _supervised(s, model_type)
+    loss_mode = s.training.loss_mode.get_value()
+    return '' if loss_mode == 'poisson' else f'stages lead to the Poisson loss, not {loss_mode}'
+
+
+def _stage_epochs(s: PtychoPINNSettings) -> tuple[int, int, int]:
+    t = s.training
+    return (t.stage_1_epochs.get_value(), t.stage_2_epochs.get_value(),
+            t.stage_3_epochs.get_value())
+
+
+def _without_transition(s: PtychoPINNSettings, model_type: str) -> str:
+    if reason := _stages_unavailable(s, model_type):
+        return reason
+    return '' if _stage_epochs(s)[1] > 0 else 'stage 2 epochs is 0'
+
+
+def _without_stages(s: PtychoPINNSettings, model_type: str) -> str:
+    if reason := _stages_unavailable(s, model_type):
+        return reason
+    return '' if sum(_stage_epochs(s)) > 0 else 'all stage epochs are 0 (no stages)'
+
+
+def _without_split(s: PtychoPINNSettings, model_type: str) -> str:
+    return '' if s.training.validation_fraction.get_value() > 0 else 'validation fraction is 0'
+
+
+def _without_mlflow(s: PtychoPINNSettings, model_type: str) -> str:
+    kind = s.execution.logger.get_value()
+    return '' if kind == 'mlflow' else f'the logger is {kind}, not mlflow'
+
+
+def _unscaled_batch(s: PtychoPINNSettings, model_type: str) -> str:
+    e = s.execution
+    if _parse_devices(e.devices.get_value()) == 1 and e.accumulate_grad_batches.get_value() == 1:
+        return 'one device and no accumulated batches: the factor is 1'
+    return ''
+
+
+def _without_workers(s: PtychoPINNSettings, model_type: str) -> str:
+    return '' if s.execution.num_workers.get_value() > 0 else 'data workers is 0'
+
+
+def _cpu_only(s: PtychoPINNSettings, model_type: str) -> str:
+    return 'the CPU needs no pinned memory' if s.execution.accelerator.get_value() == 'cpu' else ''
+
+
+def _without_checkpoints(s: PtychoPINNSettings, model_type: str) -> str:
+    return '' if s.execution.enable_checkpointing.get_value() else 'checkpoints are off'
+
+
+def _metric_unused(s: PtychoPINNSettings, model_type: str) -> str:
+    e = s.execution
+    if (
+        e.enable_checkpointing.get_value()
+        or e.early_stop_patience.get_value() > 0
+        or e.scheduler.get_value() == 'Adaptive'
+    ):
+        return ''
+    return 'no checkpoints, no early stopping and no Adaptive schedule'
+
+
+_M, _T, _I, _E = 'PINNModel', 'PINNTraining', 'PINNInference', 'PINNExecution'
+
+SETTINGS: tuple[Setting, ...] = (
+    # ------------------------------------------------------------------ model
+    Setting(_M, 'GridSize', 'gridsize', 1, 'Grid size',
+            'Side of a group: each group holds grid size² neighbouring scan positions '
+            '(1 = single patterns).', field='gridsize', minimum=1, maximum=8),
+    Setting(_M, 'NumFiltersScale', 'n_filters_scale', 2, 'Filter scale',
+            'Multiplies the channel count of every convolution layer (larger = bigger, '
+            'slower network).', field='n_filters_scale', minimum=1, maximum=16),
+    Setting(_M, 'Generator', 'generator', 'unet', 'Network',
+            'Network layout: unet back-projects the patterns with the probe and refines '
+            'them with a U-Net; cnn is the legacy encoder/decoder.',
+            field='generator', choices=GENERATORS),
+    Setting(_M, 'AmpActivation', 'amp_activation', 'sigmoid', 'Amplitude activation',
+            "Activation function of the network's object-amplitude output.",
+            field='amp_activation', choices=AMP_ACTIVATIONS),
+    Setting(_M, 'ObjectBig', 'object_big', True, 'Object big',
+            'Merge the patches of a group onto one object before the forward model.',
+            field='object_big', no_effect=_object_merge),
+    Setting(_M, 'ProbeBig', 'probe_big', True, 'Probe big',
+            'Let the network also predict the object outside the central N/2 × N/2 pixels.',
+            field='probe_big'),
+    Setting(_M, 'ProbeMask', 'probe_mask', False, 'Probe mask',
+            'Multiply the probe by a circular mask of diameter N pixels.',
+            field='probe_mask', no_effect=_probe_unused),
+    Setting(_M, 'PadObject', 'pad_object', True, 'Pad object',
+            'Predict the central N/2 × N/2 pixels and zero-pad them to N × N.',
+            field='pad_object'),
+    Setting(_M, 'ProbeScale', 'probe_scale', 4.0, 'Probe scale',
+            "Probe normalisation (dimensionless): the probe's total intensity becomes "
+            'probe scale × (N/2)².', field='probe_scale', minimum=1e-6,
+            no_effect=_probe_unused),
+    Setting(_M, 'GaussianSmoothingSigma', 'gaussian_smoothing_sigma', 0.0,
+            'Smoothing sigma [px]',
+            'Standard deviation in pixels of a Gaussian smoothing of the predicted object '
+            '(0 = none).', field='gaussian_smoothing_sigma', minimum=0.0),
+    Setting(_M, 'ECAEncoder', 'eca_encoder', False, 'ECA in encoder',
+            'Add efficient channel attention (a learned gain per channel) after each encoder '
+            'level of the network.', field='eca_encoder'),
+    Setting(_M, 'CBAMEncoder', 'cbam_encoder', False, 'CBAM in encoder',
+            'Add CBAM attention (a gain per channel, then a gain per pixel from a 7 × 7 pixel '
+            'convolution) after each encoder level.', field='cbam_encoder'),
+    Setting(_M, 'CBAMBottleneck', 'cbam_bottleneck', False, 'CBAM in bottleneck',
+            'Add CBAM attention (a gain per channel, then per pixel) after the bottleneck of '
+            'the network.', field='cbam_bottleneck'),
+    Setting(_M, 'CBAMDecoder', 'cbam_decoder', False, 'CBAM in decoder',
+            'Add CBAM attention (a gain per channel, then per pixel) after each decoder '
+            'level.', field='cbam_decoder'),
+    Setting(_M, 'ECADecoder', 'eca_decoder', False, 'ECA in decoder',
+            'Add efficient channel attention (a learned gain per channel) after each decoder '
+            'level.', field='eca_decoder'),
+    Setting(_M, 'SpatialDecoder', 'spatial_decoder', False, 'Spatial attention in decoder',
+            'Add spatial attention (a learned gain per pixel) after each decoder level.',
+            field='spatial_decoder'),
+    Setting(_M, 'DecoderSpatialKernel', 'decoder_spatial_kernel', 7,
+            'Spatial attention kernel [px]',
+            'Side in pixels (odd) of the convolution that computes the decoder spatial '
+            'attention.', field='decoder_spatial_kernel', minimum=1, maximum=63,
+            no_effect=_spatial_attention_off),
+    # ------------------------------------------------------------------ training
+    Setting(_T, 'NumGroups', 'n_groups', 512, 'Training groups',
+            'Groups drawn from the scan for training (0 = one group per scan position).',
+            field='n_groups', minimum=0, maximum=_INT_MAX, none_value=0),
+    Setting(_T, 'NumSubsample', 'n_subsample', 0, 'Scan positions used',
+            'Scan positions drawn at random (with the sampling seed) before grouping '
+            '(0 = every position).', field='n_subsample', minimum=0, maximum=_INT_MAX,
+            none_value=0),
+    Setting(_T, 'BatchSize', 'batch_size', 16, 'Batch size',
+            'Groups per training batch (one optimiser step each).',
+            field='batch_size', minimum=1, maximum=_INT_MAX, widget='power_of_two'),
+    Setting(_T, 'NumEpochs', 'nepochs', 50, 'Epochs',
+            'Maximum number of training epochs (passes over the training groups).',
+            field='nepochs', minimum=1, maximum=_INT_MAX),
+    Setting(_T, 'NumPhotons', 'nphotons', 0.0, 'Photons per pattern',
+            'Photons per diffraction pattern assumed by the Poisson likelihood '
+            '(0 = mean total counts of the data).',
+            field='nphotons', minimum=0.0, none_value=0.0, no_effect=_poisson_only),
+    Setting(_T, 'NeighborCount', 'neighbor_count', 4, 'Neighbours',
+            "A group's positions are drawn from this many nearest scan positions "
+            '(at least grid size²).', field='neighbor_count', minimum=1, maximum=_INT_MAX,
+            no_effect=_single_positions),
+    Setting(_T, 'LossMode', 'loss_mode', 'poisson', 'Loss',
+            'poisson: negative log-likelihood of the photon counts; mae: mean absolute '
+            'error of the diffraction amplitudes.',
+            field='loss_mode', choices=LOSS_MODES, no_effect=_supervised),
+    Setting(_T, 'NLLWeight', 'nll_weight', 1.0, 'Poisson NLL weight',
+            'Weight (dimensionless) of the Poisson negative log-likelihood in the loss.',
+            field='nll_weight', minimum=0.0, no_effect=_poisson_only),
+    Setting(_T, 'MAEWeight', 'mae_weight', 0.0, 'Amplitude MAE weight',
+            'Weight (dimensionless) of the amplitude mean absolute error; with loss mae, '
+            '0 means 1.', field='mae_weight', minimum=0.0, no_effect=_supervised),
+    Setting(_T, 'RealspaceWeight', 'realspace_weight', 0.0, 'Real-space weight',
+            'Weight (dimensionless) of the real-space term |object − label|; needs '
+            'ground-truth labels in the data (0 = off).',
+            field='realspace_weight', minimum=0.0, no_effect=_supervised),
+    Setting(_T, 'RealspaceMAEWeight', 'realspace_mae_weight', 0.0, 'Real-space MAE weight',
+            'Inner weight (dimensionless) of the real-space mean absolute error '
+            '(0 means 1).', field='realspace_mae_weight', minimum=0.0,
+            no_effect=_realspace_inner),
+    Setting(_T, 'ProbeTrainable', 'probe_trainable', False, 'Probe trainable',
+            'Refine the probe as a network parameter during training.',
+            field='probe_trainable', no_effect=_probe_unused),
+    Setting(_T, 'IntensityScaleTrainable', 'intensity_scale_trainable', True,
+            'Intensity scale trainable',
+            'Fit the scale between normalised amplitudes and photon counts during training.',
+            field='intensity_scale_trainable', no_effect=_poisson_only),
+    Setting(_T, 'SubsampleSeed', 'subsample_seed', 42, 'Sampling seed',
+            'Seed of the scan-position draw and of the random group sampling (-1 = unseeded).',
+            field='subsample_seed', minimum=-1, maximum=_INT_MAX, none_value=-1),
+    Setting(_T, 'SequentialSampling', 'sequential_sampling', False, 'Sequential sampling',
+            'Take groups in scan order, without shuffling, instead of at random.',
+            field='sequential_sampling'),
+    Setting(_T, 'ValidationFraction', 'validation_fraction', 0.05, 'Validation fraction',
+            'Share of the training groups held out for validation when the folder has no '
+            'test_data.npz (0 = no validation).',
+            field='validation_fraction', minimum=0.0, maximum=0.9),
+    Setting(_T, 'ValSeed', 'val_seed', 42, 'Validation seed',
+            'Seed of the random split of the groups into training and validation '
+            '(-1 = unseeded).', field='val_seed', minimum=-1, maximum=_INT_MAX, none_value=-1,
+            no_effect=_without_split),
+    Setting(_T, 'Stage1Epochs', 'stage_1_epochs', 0, 'Stage 1 epochs (MAE)',
+            'Epochs of training stage 1, on the amplitude MAE alone (all three stages 0 = '
+            'no stages: the chosen loss throughout).', field='stage_1_epochs', minimum=0,
+            maximum=_INT_MAX, no_effect=_stages_unavailable),
+    Setting(_T, 'Stage2Epochs', 'stage_2_epochs', 0, 'Stage 2 epochs (transition)',
+            'Epochs of training stage 2, over which the loss moves from the amplitude MAE to '
+            'the Poisson loss along the transition schedule.', field='stage_2_epochs',
+            minimum=0, maximum=_INT_MAX, no_effect=_stages_unavailable),
+    Setting(_T, 'Stage3Epochs', 'stage_3_epochs', 0, 'Stage 3 epochs (Poisson)',
+            'Epochs of training stage 3, on the Poisson loss alone with the learning rate '
+            'times the stage 3 factor (later epochs stay in stage 3).',
+            field='stage_3_epochs', minimum=0, maximum=_INT_MAX,
+            no_effect=_stages_unavailable),
+    Setting(_T, 'PhysicsWeightSchedule', 'physics_weight_schedule', 'cosine',
+            'Transition schedule',
+            'Shape of the stage 2 rise of the Poisson-loss weight from 0 to 1: linear, '
+            'cosine or exponential in the epoch.', field='physics_weight_schedule',
+            choices=PHYSICS_WEIGHT_SCHEDULES, no_effect=_without_transition),
+    Setting(_T, 'Stage3LRFactor', 'stage_3_lr_factor', 0.1, 'Stage 3 LR factor',
+            'Factor (dimensionless, above 0 and at most 1) on the learning rate from the '
+            'first stage 3 epoch on.', field='stage_3_lr_factor', minimum=1e-6, maximum=1.0,
+            no_effect=_without_stages),
+    Setting(_T, 'ExperimentName', 'experiment_name', 'Synthetic_Runs', 'MLflow experiment',
+            'Name of the MLflow experiment the training run is logged under.',
+            field='experiment_name', no_effect=_without_mlflow),
+    Setting(_T, 'Notes', 'notes', '', 'MLflow notes',
+            'Free-text notes stored with the MLflow run (empty = none).',
+            field='notes', no_effect=_without_mlflow),
+    Setting(_T, 'ModelName', 'model_name', 'PtychoPINNv2', 'MLflow model name',
+            'Value of the model_name tag of the MLflow run.',
+            field='model_name', no_effect=_without_mlflow),
+    # ------------------------------------------------------------------ inference
+    Setting(_I, 'NumGroups', 'n_groups', 0, 'Groups to reconstruct (0 = all)',
+            'Groups reconstructed and stitched (0 = one group per scan position).',
+            field='n_groups', minimum=0, maximum=_INT_MAX, none_value=0),
+    Setting(_I, 'StitchWeighting', 'stitch_weighting', 'uniform', 'Stitch weighting',
+            'uniform: plain average of overlapping patches; probe: each pixel weighted by '
+            'the probe intensity |P|².', field='stitch_weighting', choices=STITCH_WEIGHTINGS),
+    Setting(_I, 'StitchCropPx', 'stitch_crop_px', 0, 'Stitch crop [px]',
+            'Side in pixels of the central square each patch contributes (0 = N/2).',
+            field='stitch_crop_px', minimum=0, maximum=4096, none_value=0),
+    Setting(_I, 'StitchAlignPhase', 'stitch_align_phase', True, 'Align patch phases',
+            'Rotate each patch by the constant phase that best matches its already '
+            'stitched neighbours.', field='stitch_align_phase'),
+    Setting(_I, 'FlipX', 'flip_x', False, 'Flip X',
+            'Mirror each patch left-right about its centre before placing it.', field='flip_x'),
+    Setting(_I, 'FlipY', 'flip_y', False, 'Flip Y',
+            'Mirror each patch top-bottom about its centre before placing it.', field='flip_y'),
+    Setting(_I, 'Transpose', 'transpose', False, 'Transpose',
+            "Swap each patch's rows and columns before placing it (before the flips).",
+            field='transpose'),
+    Setting(_I, 'BadPixelMode', 'bad_pixel_mode', 'inpaint', 'Bad pixels',
+            'Repair of masked detector pixels, also for Export Training Data: inpaint '
+            '(biharmonic) or zero (set to 0 counts).', choices=BAD_PIXEL_MODES),
+    # ------------------------------------------------------------------ execution
+    Setting(_E, 'Accelerator', 'accelerator', 'auto', 'Accelerator',
+            'Hardware that trains and reconstructs; auto takes a GPU when there is one.',
+            field='accelerator', choices=ACCELERATORS),
+    Setting(_E, 'Devices', 'devices', '1', 'Devices',
+            'Number of devices (GPUs, or CPU processes) to train on, or auto.',
+            field='devices', to_config=_parse_devices),
+    Setting(_E, 'Strategy', 'strategy', 'auto', 'Strategy',
+            'How training is spread over several devices: auto, ddp or ddp_spawn.',
+            field='strategy', choices=STRATEGIES),
+    Setting(_E, 'Deterministic', 'deterministic', True, 'Deterministic',
+            'Use deterministic algorithms so that a run repeats exactly (may be slower).',
+            field='deterministic'),
+    Setting(_E, 'Precision', 'precision', '32-true', 'Precision',
+            'Floating-point precision of training: 32 or 64 bit, or 16-bit mixed.',
+            field='precision', choices=PRECISIONS),
+    Setting(_E, 'NumWorkers', 'num_workers', 0, 'Data workers',
+            'Processes that load training batches (0 = load in the main process).',
+            field='num_workers', minimum=0, maximum=1024),
+    Setting(_E, 'PinMemory', 'pin_memory', False, 'Pin memory',
+            'Page-lock batches in host memory for faster copies to a GPU.',
+            field='pin_memory', no_effect=_cpu_only),
+    Setting(_E, 'PersistentWorkers', 'persistent_workers', False, 'Persistent workers',
+            'Keep the data-loading processes alive between epochs.',
+            field='persistent_workers', no_effect=_without_workers),
+    Setting(_E, 'PrefetchFactor', 'prefetch_factor', 0, 'Prefetch factor',
+            'Batches each data-loading process prepares in advance (0 = default).',
+            field='prefetch_factor', minimum=0, maximum=1024, none_value=0,
+            no_effect=_without_workers),
+    Setting(_E, 'DropLast', 'drop_last', False, 'Drop last batch',
+            'Skip the last, incomplete training batch of each epoch (validation uses every '
+            'group).', field='drop_last'),
+    Setting(_E, 'LearningRate', 'learning_rate', 1e-3, 'Learning rate',
+            'Step size of the Adam optimiser.', field='learning_rate', minimum=0.0),
+    Setting(_E, 'ScaleLRWithBatch', 'scale_lr_with_batch', False, 'Scale LR with batch',
+            'Multiply the learning rate by √(devices × accumulated batches), the growth of '
+            'the effective batch over one device.', field='scale_lr_with_batch',
+            no_effect=_unscaled_batch),
+    Setting(_E, 'Scheduler', 'scheduler', 'Default', 'Scheduler',
+            'How the learning rate changes over the epochs (Default = constant).',
+            field='scheduler', choices=SCHEDULERS),
+    Setting(_E, 'GradientClipVal', 'gradient_clip_val', 0.0, 'Gradient clip',
+            'Upper bound on the gradient norm (0 = no clipping).',
+            field='gradient_clip_val', minimum=0.0, none_value=0.0),
+    Setting(_E, 'AccumulateGradBatches', 'accumulate_grad_batches', 1, 'Accumulate batches',
+            'Batches whose gradients are summed before each optimiser step.',
+            field='accumulate_grad_batches', minimum=1, maximum=_INT_MAX),
+    Setting(_E, 'EnableProgressBar', 'enable_progress_bar', False, 'Progress bar',
+            "Print Lightning's text progress bar in the terminal (Ptychodus shows its own).",
+            field='enable_progress_bar', in_panel=False),
+    Setting(_E, 'CheckValEveryNEpoch', 'check_val_every_n_epoch', 1, 'Validate every [epochs]',
+            'Epochs between validations (1 = validate after every epoch).',
+            field='check_val_every_n_epoch', minimum=1, maximum=_INT_MAX),
+    Setting(_E, 'EnableCheckpointing', 'enable_checkpointing', True, 'Checkpoints',
+            'Save checkpoints (the last epoch and the best) in the checkpoints folder of the '
+            'training output.', field='enable_checkpointing'),
+    Setting(_E, 'CheckpointSaveTopK', 'checkpoint_save_top_k', 1, 'Best checkpoints kept',
+            'How many of the best checkpoints to keep (-1 = all, 0 = only the last).',
+            field='checkpoint_save_top_k', minimum=-1, maximum=_INT_MAX,
+            no_effect=_without_checkpoints),
+    Setting(_E, 'CheckpointMonitor', 'checkpoint_monitor', 'val_loss', 'Checkpoint metric',
+            'Logged metric that ranks checkpoints and drives early stopping and the Adaptive '
+            'schedule (val_* uses train_* when there is no validation).',
+            field='checkpoint_monitor', choices=checkpoint_metric_choices,
+            no_effect=_metric_unused),
+    Setting(_E, 'CheckpointMode', 'checkpoint_mode', 'min', 'Checkpoint mode',
+            'Whether a smaller (min) or a larger (max) checkpoint metric is better.',
+            field='checkpoint_mode', choices=CHECKPOINT_MODES, no_effect=_metric_unused),
+    Setting(_E, 'EarlyStopPatience', 'early_stop_patience', 100, 'Early stop patience',
+            'Stop after this many epochs without improvement of the checkpoint metric '
+            '(0 = never).', field='early_stop_patience', minimum=0, maximum=_INT_MAX,
+            none_value=0),
+    Setting(_E, 'Logger', 'logger', 'csv', 'Logger',
+            'Metrics log written in the training output folder: csv, tensorboard, mlflow '
+            'or none.', field='logger', choices=LOGGERS),
+    Setting(_E, 'MLflowTrackingURI', 'mlflow_tracking_uri', '', 'MLflow tracking URI',
+            'MLflow server or store the run is logged to (empty = a local store, mlruns, in '
+            'the training output folder).', field='mlflow_tracking_uri', none_value='',
+            no_effect=_without_mlflow),
+    Setting(_E, 'InferenceBatchSize', 'inference_batch_size', 0, 'Inference batch size',
+            'Groups per batch when reconstructing (0 = the training batch size).',
+            field='inference_batch_size', minimum=0, maximum=_INT_MAX, none_value=0),
+    Setting(_E, 'Seed', 'seed', 42, 'Seed',
+            'Seed of the random number generators (initial weights, shuffling).',
+            field='seed', minimum=0, maximum=_INT_MAX),
+)
+
+
+def settings_in(section: str) -> Iterator[Setting]:
+    """The entries of ``section``, in table order."""
+    return (setting for setting in SETTINGS if setting.section == section)
+
 
 class _SettingsGroup(Observable, Observer):
-    """A named parameter group that forwards its changes to its own observers."""
+    """A settings section: one Ptychodus parameter per :data:`SETTINGS` entry, as attributes.
+
+    Forwards the changes of its parameters to its own observers.
+    """
 
     GROUP_NAME = ''
 
     def __init__(self, registry: SettingsRegistry) -> None:
         super().__init__()
         self._group = registry.create_group(self.GROUP_NAME)
+        self._parameters: dict[str, Parameter[Any]] = {}
+
+        for setting in settings_in(self.GROUP_NAME):
+            parameter = self._create_parameter(setting)
+            self._parameters[setting.key] = parameter
+            setattr(self, setting.attribute, parameter)
+
         self._group.add_observer(self)
+
+    def _create_parameter(self, setting: Setting) -> Parameter[Any]:
+        g, key, default = self._group, setting.key, setting.default
+
+        if isinstance(default, bool):
+            return g.create_boolean_parameter(key, default)
+        if isinstance(default, int):
+            return g.create_integer_parameter(
+                key, default, minimum=setting.minimum, maximum=setting.maximum  # type: ignore[arg-type]
+            )
+        if isinstance(default, float):
+            return g.create_real_parameter(
+                key, default, minimum=setting.minimum, maximum=setting.maximum
+            )
+        return g.create_string_parameter(key, default)
+
+    def parameter(self, key: str) -> Parameter[Any]:
+        """The parameter of settings-file key ``key``."""
+        return self._parameters[key]
 
     def _update(self, observable: Observable) -> None:
         if observable is self._group:
             self.notify_observers()
+
+    def __getattr__(self, name: str) -> Any:  # the parameters are set per table entry
+        raise AttributeError(f'{type(self).__name__} has no setting {name!r}')
 
 
 class PtychoPINNModelSettings(_SettingsGroup):
@@ -86,172 +568,25 @@ class PtychoPINNModelSettings(_SettingsGroup):
 
     GROUP_NAME = 'PINNModel'
 
-    def __init__(self, registry: SettingsRegistry) -> None:
-        super().__init__(registry)
-        g = self._group
-        self.gridsize = g.create_integer_parameter('GridSize', 1, minimum=1, maximum=8)
-        self.n_filters_scale = g.create_integer_parameter(
-            'NumFiltersScale', 2, minimum=1, maximum=16
-        )
-        self.generator = g.create_string_parameter('Generator', 'unet')
-        self.amp_activation = g.create_string_parameter('AmpActivation', 'sigmoid')
-        self.object_big = g.create_boolean_parameter('ObjectBig', True)
-        self.probe_big = g.create_boolean_parameter('ProbeBig', True)
-        self.probe_mask = g.create_boolean_parameter('ProbeMask', False)
-        self.pad_object = g.create_boolean_parameter('PadObject', True)
-        self.probe_scale = g.create_real_parameter('ProbeScale', 4.0, minimum=1e-6)
-        self.gaussian_smoothing_sigma = g.create_real_parameter(
-            'GaussianSmoothingSigma', 0.0, minimum=0.0
-        )
-        self.eca_encoder = g.create_boolean_parameter('ECAEncoder', False)
-        self.cbam_encoder = g.create_boolean_parameter('CBAMEncoder', False)
-        self.cbam_bottleneck = g.create_boolean_parameter('CBAMBottleneck', False)
-        self.cbam_decoder = g.create_boolean_parameter('CBAMDecoder', False)
-        self.eca_decoder = g.create_boolean_parameter('ECADecoder', False)
-        self.spatial_decoder = g.create_boolean_parameter('SpatialDecoder', False)
-        self.decoder_spatial_kernel = g.create_integer_parameter(
-            'DecoderSpatialKernel', 7, minimum=1, maximum=63
-        )
-
 
 class PtychoPINNTrainingSettings(_SettingsGroup):
-    """Training settings (``[PINNTraining]``).
-
-    Sentinels: ``NumGroups = 0`` is one group per scan position, ``NumSubsample = 0``
-    keeps every position, ``NumPhotons = 0`` takes the photon count from the data,
-    ``SubsampleSeed = -1`` and ``ValSeed = -1`` are unseeded.
-    """
+    """Training settings (``[PINNTraining]``)."""
 
     GROUP_NAME = 'PINNTraining'
 
-    def __init__(self, registry: SettingsRegistry) -> None:
-        super().__init__(registry)
-        g = self._group
-        self.n_groups = g.create_integer_parameter('NumGroups', 512, minimum=0, maximum=_INT_MAX)
-        self.batch_size = g.create_integer_parameter('BatchSize', 16, minimum=1, maximum=_INT_MAX)
-        self.nepochs = g.create_integer_parameter('NumEpochs', 50, minimum=1, maximum=_INT_MAX)
-        self.nphotons = g.create_real_parameter('NumPhotons', 0.0, minimum=0.0)
-        self.neighbor_count = g.create_integer_parameter(
-            'NeighborCount', 4, minimum=1, maximum=_INT_MAX
-        )
-        self.loss_mode = g.create_string_parameter('LossMode', 'poisson')
-        self.nll_weight = g.create_real_parameter('NLLWeight', 1.0, minimum=0.0)
-        self.mae_weight = g.create_real_parameter('MAEWeight', 0.0, minimum=0.0)
-        self.realspace_mae_weight = g.create_real_parameter('RealspaceMAEWeight', 0.0, minimum=0.0)
-        self.realspace_weight = g.create_real_parameter('RealspaceWeight', 0.0, minimum=0.0)
-        self.probe_trainable = g.create_boolean_parameter('ProbeTrainable', False)
-        self.intensity_scale_trainable = g.create_boolean_parameter(
-            'IntensityScaleTrainable', True
-        )
-        self.subsample_seed = g.create_integer_parameter(
-            'SubsampleSeed', 42, minimum=-1, maximum=_INT_MAX
-        )
-        self.sequential_sampling = g.create_boolean_parameter('SequentialSampling', False)
-        self.validation_fraction = g.create_real_parameter(
-            'ValidationFraction', 0.05, minimum=0.0, maximum=0.9
-        )
-        self.n_subsample = g.create_integer_parameter(
-            'NumSubsample', 0, minimum=0, maximum=_INT_MAX
-        )
-        self.val_seed = g.create_integer_parameter('ValSeed', 42, minimum=-1, maximum=_INT_MAX)
-        self.stage_1_epochs = g.create_integer_parameter(
-            'Stage1Epochs', 0, minimum=0, maximum=_INT_MAX
-        )
-        self.stage_2_epochs = g.create_integer_parameter(
-            'Stage2Epochs', 0, minimum=0, maximum=_INT_MAX
-        )
-        self.stage_3_epochs = g.create_integer_parameter(
-            'Stage3Epochs', 0, minimum=0, maximum=_INT_MAX
-        )
-        self.physics_weight_schedule = g.create_string_parameter(
-            'PhysicsWeightSchedule', 'cosine'
-        )
-        self.stage_3_lr_factor = g.create_real_parameter(
-            'Stage3LRFactor', 0.1, minimum=1e-6, maximum=1.0
-        )
-        self.experiment_name = g.create_string_parameter('ExperimentName', 'Synthetic_Runs')
-        self.notes = g.create_string_parameter('Notes', '')
-        self.model_name = g.create_string_parameter('ModelName', 'PtychoPINNv2')
-
 
 class PtychoPINNInferenceSettings(_SettingsGroup):
-    """Inference and data-preparation settings (``[PINNInference]``).
-
-    Sentinels: ``NumGroups = 0`` reconstructs every scan position, ``StitchCropPx = 0``
-    keeps the default central N/2 region. ``BadPixelMode`` (``inpaint`` | ``zero``) also
-    applies to Export Training Data, so training and inference see the same repair.
-    """
+    """Inference and data-preparation settings (``[PINNInference]``); ``BadPixelMode`` also
+    applies to Export Training Data, so training and inference see the same repair."""
 
     GROUP_NAME = 'PINNInference'
 
-    def __init__(self, registry: SettingsRegistry) -> None:
-        super().__init__(registry)
-        g = self._group
-        self.n_groups = g.create_integer_parameter('NumGroups', 0, minimum=0, maximum=_INT_MAX)
-        self.stitch_weighting = g.create_string_parameter('StitchWeighting', 'uniform')
-        self.stitch_crop_px = g.create_integer_parameter(
-            'StitchCropPx', 0, minimum=0, maximum=4096
-        )
-        self.stitch_align_phase = g.create_boolean_parameter('StitchAlignPhase', True)
-        self.flip_x = g.create_boolean_parameter('FlipX', False)
-        self.flip_y = g.create_boolean_parameter('FlipY', False)
-        self.transpose = g.create_boolean_parameter('Transpose', False)
-        self.bad_pixel_mode = g.create_string_parameter('BadPixelMode', 'inpaint')
-
 
 class PtychoPINNExecutionSettings(_SettingsGroup):
-    """Runtime settings (``[PINNExecution]``).
-
-    ``Devices`` is a count (``1``) or a Lightning device string (``auto``, ``0,1``).
-    Sentinels: 0 means unset for ``PrefetchFactor``, ``GradientClipVal``,
-    ``EarlyStopPatience`` and ``InferenceBatchSize``; an empty ``MLflowTrackingURI`` is
-    the local store under the output directory. The Lightning text progress bar is
-    off by default because Ptychodus shows its own progress.
-    """
+    """Runtime settings (``[PINNExecution]``); the Lightning text progress bar is off by
+    default because Ptychodus shows its own progress."""
 
     GROUP_NAME = 'PINNExecution'
-
-    def __init__(self, registry: SettingsRegistry) -> None:
-        super().__init__(registry)
-        g = self._group
-        self.accelerator = g.create_string_parameter('Accelerator', 'auto')
-        self.devices = g.create_string_parameter('Devices', '1')
-        self.strategy = g.create_string_parameter('Strategy', 'auto')
-        self.deterministic = g.create_boolean_parameter('Deterministic', True)
-        self.precision = g.create_string_parameter('Precision', '32-true')
-        self.num_workers = g.create_integer_parameter('NumWorkers', 0, minimum=0, maximum=1024)
-        self.pin_memory = g.create_boolean_parameter('PinMemory', False)
-        self.persistent_workers = g.create_boolean_parameter('PersistentWorkers', False)
-        self.prefetch_factor = g.create_integer_parameter(
-            'PrefetchFactor', 0, minimum=0, maximum=1024
-        )
-        self.learning_rate = g.create_real_parameter('LearningRate', 1e-3, minimum=0.0)
-        self.scheduler = g.create_string_parameter('Scheduler', 'Default')
-        self.gradient_clip_val = g.create_real_parameter('GradientClipVal', 0.0, minimum=0.0)
-        self.accumulate_grad_batches = g.create_integer_parameter(
-            'AccumulateGradBatches', 1, minimum=1, maximum=_INT_MAX
-        )
-        self.enable_progress_bar = g.create_boolean_parameter('EnableProgressBar', False)
-        self.check_val_every_n_epoch = g.create_integer_parameter(
-            'CheckValEveryNEpoch', 1, minimum=1, maximum=_INT_MAX
-        )
-        self.drop_last = g.create_boolean_parameter('DropLast', False)
-        self.scale_lr_with_batch = g.create_boolean_parameter('ScaleLRWithBatch', False)
-        self.mlflow_tracking_uri = g.create_string_parameter('MLflowTrackingURI', '')
-        self.enable_checkpointing = g.create_boolean_parameter('EnableCheckpointing', True)
-        self.checkpoint_save_top_k = g.create_integer_parameter(
-            'CheckpointSaveTopK', 1, minimum=-1, maximum=_INT_MAX
-        )
-        self.checkpoint_monitor = g.create_string_parameter('CheckpointMonitor', 'val_loss')
-        self.checkpoint_mode = g.create_string_parameter('CheckpointMode', 'min')
-        self.early_stop_patience = g.create_integer_parameter(
-            'EarlyStopPatience', 100, minimum=0, maximum=_INT_MAX
-        )
-        self.logger = g.create_string_parameter('Logger', 'csv')
-        self.inference_batch_size = g.create_integer_parameter(
-            'InferenceBatchSize', 0, minimum=0, maximum=_INT_MAX
-        )
-        self.seed = g.create_integer_parameter('Seed', 42, minimum=0, maximum=_INT_MAX)
 
 
 @dataclass(frozen=True)
@@ -272,42 +607,36 @@ class PtychoPINNSettings:
             execution=PtychoPINNExecutionSettings(registry),
         )
 
+    def group(self, section: str) -> _SettingsGroup:
+        """The group of settings-file section ``section`` (e.g. ``'PINNModel'``)."""
+        groups = {g.GROUP_NAME: g for g in (self.model, self.training, self.inference,
+                                            self.execution)}
+        return groups[section]
 
-def _none_if_zero(value: float) -> float | None:
-    return None if value == 0 else value
+    def parameter(self, setting: Setting) -> Parameter[Any]:
+        """The parameter that holds ``setting``."""
+        return self.group(setting.section).parameter(setting.key)
+
+    def no_effect(self, setting: Setting, model_type: str) -> str:
+        """Why ``setting`` does nothing for ``model_type`` now ('' when it does something)."""
+        return setting.no_effect(self, model_type) if setting.no_effect is not None else ''
 
 
-def _parse_devices(text: str) -> int | str:
-    stripped = text.strip()
-    return int(stripped) if stripped.isdigit() else stripped
+def _config_fields(settings: PtychoPINNSettings, section: str) -> dict[str, Any]:
+    return {
+        setting.field: setting.config_value(settings.parameter(setting).get_value())
+        for setting in settings_in(section)
+        if setting.field is not None
+    }
 
 
 def model_config_from_settings(
     settings: PtychoPINNSettings, *, model_type: str, N: int  # noqa: N803
 ) -> ModelConfig:
     """The ModelConfig part of :func:`settings_to_configs`."""
-    m = settings.model
-    return ModelConfig(
-        N=N,
-        gridsize=m.gridsize.get_value(),
-        n_filters_scale=m.n_filters_scale.get_value(),
-        generator=m.generator.get_value(),
-        model_type=model_type,
-        amp_activation=m.amp_activation.get_value(),
-        object_big=m.object_big.get_value(),
-        probe_big=m.probe_big.get_value(),
-        probe_mask=m.probe_mask.get_value(),
-        pad_object=m.pad_object.get_value(),
-        probe_scale=m.probe_scale.get_value(),
-        gaussian_smoothing_sigma=m.gaussian_smoothing_sigma.get_value(),
-        eca_encoder=m.eca_encoder.get_value(),
-        cbam_encoder=m.cbam_encoder.get_value(),
-        cbam_bottleneck=m.cbam_bottleneck.get_value(),
-        cbam_decoder=m.cbam_decoder.get_value(),
-        eca_decoder=m.eca_decoder.get_value(),
-        spatial_decoder=m.spatial_decoder.get_value(),
-        decoder_spatial_kernel=m.decoder_spatial_kernel.get_value(),
-    )
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f'model_type must be one of {MODEL_TYPES}, got {model_type!r}')
+    return ModelConfig(N=N, model_type=model_type, **_config_fields(settings, 'PINNModel'))
 
 
 def training_config_from_settings(
@@ -319,40 +648,13 @@ def training_config_from_settings(
     output_dir: Path = Path('training_outputs'),
 ) -> TrainingConfig:
     """The TrainingConfig part of :func:`settings_to_configs`."""
-    t = settings.training
-    seed = t.subsample_seed.get_value()
-    nphotons = t.nphotons.get_value()
     return TrainingConfig(
         model=model_config,
         train_data_file=train_data_file,
         test_data_file=test_data_file,
-        n_groups=_none_if_zero(t.n_groups.get_value()),
-        batch_size=t.batch_size.get_value(),
-        nepochs=t.nepochs.get_value(),
-        nphotons=None if nphotons == 0.0 else nphotons,
-        neighbor_count=t.neighbor_count.get_value(),
-        loss_mode=t.loss_mode.get_value(),
-        nll_weight=t.nll_weight.get_value(),
-        mae_weight=t.mae_weight.get_value(),
-        realspace_mae_weight=t.realspace_mae_weight.get_value(),
-        realspace_weight=t.realspace_weight.get_value(),
-        probe_trainable=t.probe_trainable.get_value(),
-        intensity_scale_trainable=t.intensity_scale_trainable.get_value(),
-        subsample_seed=None if seed < 0 else seed,
-        sequential_sampling=t.sequential_sampling.get_value(),
-        validation_fraction=t.validation_fraction.get_value(),
-        n_subsample=_none_if_zero(t.n_subsample.get_value()),
-        val_seed=None if t.val_seed.get_value() < 0 else t.val_seed.get_value(),
-        stage_1_epochs=t.stage_1_epochs.get_value(),
-        stage_2_epochs=t.stage_2_epochs.get_value(),
-        stage_3_epochs=t.stage_3_epochs.get_value(),
-        physics_weight_schedule=t.physics_weight_schedule.get_value(),
-        stage_3_lr_factor=t.stage_3_lr_factor.get_value(),
-        experiment_name=t.experiment_name.get_value(),
-        notes=t.notes.get_value(),
-        model_name=t.model_name.get_value(),
         output_dir=Path(output_dir),
         backend='pytorch',
+        **_config_fields(settings, 'PINNTraining'),
     )
 
 
@@ -363,53 +665,18 @@ def inference_config_from_settings(
     output_dir: Path = Path('inference_outputs'),
 ) -> InferenceConfig:
     """The InferenceConfig part of :func:`settings_to_configs`."""
-    i = settings.inference
     return InferenceConfig(
         model_path=model_path,
         test_data_file=None,
-        n_groups=_none_if_zero(i.n_groups.get_value()),
         output_dir=Path(output_dir),
         backend='pytorch',
-        stitch_weighting=i.stitch_weighting.get_value(),
-        stitch_crop_px=_none_if_zero(i.stitch_crop_px.get_value()),
-        stitch_align_phase=i.stitch_align_phase.get_value(),
-        flip_x=i.flip_x.get_value(),
-        flip_y=i.flip_y.get_value(),
-        transpose=i.transpose.get_value(),
+        **_config_fields(settings, 'PINNInference'),
     )
 
 
 def execution_config_from_settings(settings: PtychoPINNSettings) -> ExecutionConfig:
     """The ExecutionConfig part of :func:`settings_to_configs`."""
-    e = settings.execution
-    return ExecutionConfig(
-        accelerator=e.accelerator.get_value(),
-        devices=_parse_devices(e.devices.get_value()),
-        strategy=e.strategy.get_value(),
-        deterministic=e.deterministic.get_value(),
-        precision=e.precision.get_value(),
-        num_workers=e.num_workers.get_value(),
-        pin_memory=e.pin_memory.get_value(),
-        persistent_workers=e.persistent_workers.get_value(),
-        prefetch_factor=_none_if_zero(e.prefetch_factor.get_value()),
-        learning_rate=e.learning_rate.get_value(),
-        scheduler=e.scheduler.get_value(),
-        gradient_clip_val=_none_if_zero(e.gradient_clip_val.get_value()),
-        accumulate_grad_batches=e.accumulate_grad_batches.get_value(),
-        enable_progress_bar=e.enable_progress_bar.get_value(),
-        check_val_every_n_epoch=e.check_val_every_n_epoch.get_value(),
-        drop_last=e.drop_last.get_value(),
-        scale_lr_with_batch=e.scale_lr_with_batch.get_value(),
-        mlflow_tracking_uri=e.mlflow_tracking_uri.get_value() or None,
-        enable_checkpointing=e.enable_checkpointing.get_value(),
-        checkpoint_save_top_k=e.checkpoint_save_top_k.get_value(),
-        checkpoint_monitor=e.checkpoint_monitor.get_value(),
-        checkpoint_mode=e.checkpoint_mode.get_value(),
-        early_stop_patience=_none_if_zero(e.early_stop_patience.get_value()),
-        logger=e.logger.get_value(),
-        inference_batch_size=_none_if_zero(e.inference_batch_size.get_value()),
-        seed=e.seed.get_value(),
-    )
+    return ExecutionConfig(**_config_fields(settings, 'PINNExecution'))
 
 
 def settings_to_configs(
@@ -428,7 +695,7 @@ def settings_to_configs(
     Pure: reads the parameter values and builds new frozen configs, nothing else.
     ``model_type`` (``pinn`` | ``supervised``) comes from the reconstructor and ``N``
     (pattern side, pixels) from the training data or the loaded bundle; the paths are
-    filled in by the caller. Sentinels map to ``None`` (see the group docstrings);
+    filled in by the caller. Sentinels map to ``None`` (:attr:`Setting.none_value`);
     ``Devices`` becomes an int when it is a number. Invalid values raise the configs'
     own ``ValueError`` naming the field.
     """

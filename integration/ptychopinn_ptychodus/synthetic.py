@@ -43,19 +43,21 @@ def simulated_reconstruct_input(
     seed: int = 1,
     object_center_m: tuple[float, float] = (1e-6, -2e-6),
     initial_object: str = 'ones',
+    object_kind: str = 'dead_leaves',
 ) -> tuple[ReconstructInput, RawData]:
     """A raster scan as a Ptychodus ReconstructInput, plus the simulated truth.
 
     Far-field geometry at 10 keV and 2 m; the object pixel size follows from a detector
     pixel size chosen so that it is about 10 nm. ``initial_object`` is ``'ones'`` (a
     typical starting guess) or ``'truth'`` (the simulated object, e.g. for supervised
-    training). Patterns are integer photon counts (uint32), the bad-pixel mask is empty.
+    training). ``object_kind`` is one of ``ptychopinn.simulate.OBJECT_KINDS``. Patterns are
+    integer photon counts (uint32), the bad-pixel mask is empty.
     """
     if initial_object not in ('ones', 'truth'):
         raise ValueError(f"initial_object must be 'ones' or 'truth', got {initial_object!r}")
 
     truth = simulate_dataset(
-        object_kind='dead_leaves',
+        object_kind=object_kind,
         probe_kind='aperture',
         N=N,
         n_positions=n_positions,
