@@ -219,6 +219,26 @@ def test_saved_model_loads_into_a_fresh_reconstructor(trained, scan, tmp_path):
         tiny_library().pinn.save_model(tmp_path / 'none.zip')
 
 
+def test_a_failed_model_save_leaves_the_earlier_file_intact(trained, tmp_path, monkeypatch):
+    """Saving copies the bundle through a temporary: a copy that fails half-way (disk
+    full) keeps the file already there and leaves no temporary beside it."""
+    import shutil
+
+    library, _, _ = trained
+    destination = tmp_path / 'model.zip'
+    destination.write_bytes(b'earlier model')
+
+    def copy_half_then_fail(source, target, *args, **kwargs):
+        Path(target).write_bytes(Path(source).read_bytes()[:100])
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(shutil, 'copyfile', copy_half_then_fail)
+    with pytest.raises(OSError, match='No space'):
+        library.pinn.save_model(destination)
+    assert destination.read_bytes() == b'earlier model'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['model.zip']
+
+
 def test_closing_the_training_generator_stops_training_cleanly(scan, tmp_path):
     parameters, _ = scan
     library = tiny_library()

@@ -37,6 +37,7 @@ from ptychodus.api.reconstruct import (
 )
 
 from ptychopinn import workflows
+from ptychopinn._io import atomic_output
 from ptychopinn.config import ModelConfig
 from ptychopinn.data import RawData
 
@@ -285,7 +286,7 @@ class PtychoPINNReconstructor(TrainableReconstructor, Observable):
 
         if source is not None and source.suffix == MODEL_FILE_EXTENSION and source.is_file():
             if source.resolve() != destination.resolve():
-                shutil.copyfile(source, destination)
+                _copy_atomically(source, destination)
         else:  # loaded from a Lightning checkpoint: write a proper bundle
             from ptychopinn_torch.train import save_model_bundle
 
@@ -505,7 +506,7 @@ class PtychoPINNReconstructor(TrainableReconstructor, Observable):
         standard_path = output_dir / f'{StandardFileLayout.MODEL_BASENAME}{MODEL_FILE_EXTENSION}'
 
         if standard_path.resolve() != Path(bundle_path).resolve():
-            shutil.copyfile(bundle_path, standard_path)
+            _copy_atomically(Path(bundle_path), standard_path)
 
     # ------------------------------------------------------------------ inference
     def reconstruct(self, parameters: ReconstructInput) -> Iterator[ReconstructOutput]:
@@ -592,3 +593,9 @@ class PtychoPINNReconstructor(TrainableReconstructor, Observable):
             f'({covered} px covered)'
         )
         yield ReconstructOutput(product=product, progress=RECONSTRUCT_PROGRESS_GOAL)
+
+
+def _copy_atomically(source: Path, destination: Path) -> None:
+    """Copy a bundle so that a failed or killed copy leaves ``destination`` as it was."""
+    with atomic_output(destination) as tmp:
+        shutil.copyfile(source, tmp)
