@@ -424,6 +424,10 @@ class InferenceConfig(_ConfigBase):
     ``stitch_crop_px`` is the side, in pixels, of the central region each patch
     contributes (None: N // 2). ``stitch_align_phase`` removes each patch's constant phase
     offset (unobservable in its diffraction) against its already-stitched neighbours.
+    ``refine_iterations`` > 0 refines the stitched object against the measured data with
+    the physics (``ptychopinn_torch.refine``) for at most that many iterations, stopping
+    early once the loss improves by less than ``refine_tolerance`` (relative) per
+    iteration; ``refine_probe`` refines the probe too.
     """
 
     model_path: Path | None = None
@@ -432,12 +436,15 @@ class InferenceConfig(_ConfigBase):
     n_groups: int | None = None
     output_dir: Path = Path("inference_outputs")
     backend: str = "pytorch"
-    stitch_weighting: str = "uniform"
+    stitch_weighting: str = "probe"
     stitch_crop_px: int | None = None
     stitch_align_phase: bool = True
     flip_x: bool = False
     flip_y: bool = False
     transpose: bool = False
+    refine_iterations: int = 30
+    refine_tolerance: float = 1e-3
+    refine_probe: bool = False
 
     _path_fields: ClassVar[tuple[str, ...]] = ("model_path", "test_data_file", "output_dir")
 
@@ -456,6 +463,9 @@ class InferenceConfig(_ConfigBase):
         self._check_choice("stitch_weighting", STITCH_WEIGHTINGS)
         self._check_int("stitch_crop_px", 1, optional=True)
         self._check_bool("stitch_align_phase", "flip_x", "flip_y", "transpose")
+        self._check_int("refine_iterations", 0)
+        self._check_real("refine_tolerance", minimum=0.0, maximum=1.0)
+        self._check_bool("refine_probe")
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,14 @@ if __name__ == "__main__":  # parse the flags first: --help must not wait for to
 
     sys.exit(main(prog="python -m ptychopinn_torch.inference"))
 
+import dataclasses
 import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ from ptychopinn_torch.bundle import (
 from ptychopinn_torch.devices import select_device
 from ptychopinn_torch.module import PtychoPINNModule
 from ptychopinn_torch.preflight import check_inference_resources, check_model_memory, check_scan
+from ptychopinn_torch.refine import PatchTransform, RefinementResult, refine_object
 from ptychopinn_torch.stitching import Stitcher
 from ptychopinn_torch.trainer import CHECKPOINT_DIRNAME, LAST_CHECKPOINT
 
@@ -85,13 +88,22 @@ class LoadedModel:
 
 @dataclass
 class Reconstruction:
-    """A stitched object. ``origin_px`` = (x, y) of ``object[0, 0]`` in the scan's
-    object-pixel frame (the frame of ``xcoords``/``ycoords``)."""
+    """A stitched (and possibly refined) object. ``origin_px`` = (x, y) of
+    ``object[0, 0]`` in the scan's object-pixel frame (the frame of
+    ``xcoords``/``ycoords``).
+
+    With refinement, ``network_object`` is the stitched network output it started from
+    and ``refinement`` its record; ``timings_s`` holds ``network`` (prediction and
+    stitching) and ``refinement`` wall times in seconds.
+    """
 
     object: np.ndarray
     origin_px: tuple[float, float]
     coverage: np.ndarray
     n_groups: int
+    network_object: np.ndarray | None = None
+    refinement: RefinementResult | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -349,6 +361,7 @@ def _reconstruct_checked(
         num_workers=ex.num_workers,
         pin_memory=ex.pin_memory and device.type == "cuda",
     )
+    start = time.perf_counter()
     done = 0
     with tqdm(total=n_groups, desc="reconstructing", unit="group", file=sys.stderr,
               disable=not ex.enable_progress_bar, leave=False) as bar:
@@ -360,11 +373,62 @@ def _reconstruct_checked(
             if progress_callback is not None:
                 progress_callback(done, n_groups)
     stitched = stitcher.result()
-    return Reconstruction(
+    recon = Reconstruction(
         object=stitched.object.astype(np.complex64),
         origin_px=(float(stitched.origin_px[0]), float(stitched.origin_px[1])),
         coverage=stitched.coverage,
         n_groups=n_groups,
+        timings_s={"network": time.perf_counter() - start},
+    )
+    if cfg.refine_iterations > 0:
+        recon = refine_reconstruction(recon, model, data, cfg, ex, device)
+    return recon
+
+
+def refine_reconstruction(
+    recon: Reconstruction,
+    model: LoadedModel,
+    data: RawData,
+    inference_config: InferenceConfig,
+    execution_config: ExecutionConfig,
+    device: torch.device,
+) -> Reconstruction:
+    """``recon`` refined against every pattern of ``data`` (:mod:`ptychopinn_torch.refine`),
+    in the model's units: its probe times its intensity scale against the amplitudes
+    normalised as for the network, so the object keeps the network's scale."""
+    cfg = inference_config
+    fm = model.module.forward_model
+    probe = (fm.probe * fm.intensity_scale).detach()
+    amplitude_scale = float(input_scale(data.diffraction)) * float(fm.data_intensity_scale)
+    positions = np.stack([data.xcoords, data.ycoords], axis=-1)
+    with tqdm(total=cfg.refine_iterations, desc="refining", unit="it", file=sys.stderr,
+              disable=not execution_config.enable_progress_bar, leave=False) as bar:
+
+        def progress(iteration: int, total: int, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4g}")
+            logger.debug("refinement iteration %d/%d: loss %.6g", iteration, total, loss)
+
+        result = refine_object(
+            recon.object, recon.origin_px, probe, data.diffraction, positions,
+            max_iterations=cfg.refine_iterations, tolerance=cfg.refine_tolerance,
+            refine_probe=cfg.refine_probe, amplitude_scale=amplitude_scale,
+            coverage=recon.coverage, device=device, progress=progress,
+            patch_transform=PatchTransform(model.N, cfg.flip_x, cfg.flip_y, cfg.transpose),
+        )
+    report = logger.info if execution_config.enable_progress_bar else logger.debug
+    report("refinement: %d iterations in %.2f s, loss %.4g -> %.4g%s",
+                result.iterations, result.time_s,
+                result.loss_history[0] if result.loss_history else float("nan"),
+                result.final_loss, " (converged)" if result.converged else "")
+    return Reconstruction(
+        object=np.where(recon.coverage, result.object, 0).astype(np.complex64),
+        origin_px=recon.origin_px,
+        coverage=recon.coverage,
+        n_groups=recon.n_groups,
+        network_object=recon.object,
+        refinement=result,
+        timings_s={**recon.timings_s, "refinement": result.time_s},
     )
 
 
@@ -468,16 +532,18 @@ def write_outputs(
     metrics, reason = (None, "the test data has no objectGuess (ground truth)")
     if object_guess is not None:
         metrics, reason = metrics_or_reason(recon, object_guess)
+    if metrics is not None:
+        metrics = {**metrics, **run_record(recon)}
+        if recon.network_object is not None:
+            network_only = dataclasses.replace(recon, object=recon.network_object)
+            metrics["network"] = metrics_or_reason(network_only, object_guess)[0]
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         _write_images_and_npz(recon, paths, configs)
         if metrics is not None:
             paths["metrics"] = metrics_path
-            # Strict JSON: a perfect match's infinite PSNR is written as null.
-            finite = {k: (v if not isinstance(v, float) or np.isfinite(v) else None)
-                      for k, v in metrics.items()}
-            atomic_write_text(metrics_path,
-                              json.dumps(finite, indent=2, sort_keys=True, allow_nan=False))
+            atomic_write_text(metrics_path, json.dumps(_finite(metrics), indent=2,
+                                                       sort_keys=True, allow_nan=False))
         else:
             metrics_path.unlink(missing_ok=True)
     except OSError as exc:
@@ -486,6 +552,33 @@ def write_outputs(
         log = logger.info if object_guess is None else logger.warning
         log("no metrics.json: %s", reason)
     return paths
+
+
+def run_record(recon: Reconstruction) -> dict[str, Any]:
+    """Timings (s) and, with refinement, its record: what metrics.json and
+    reconstruction.npz keep about how the image was made."""
+    record: dict[str, Any] = {"timings_s": dict(recon.timings_s)}
+    result = recon.refinement
+    if result is not None:
+        record["refinement"] = {
+            "iterations": result.iterations,
+            "converged": result.converged,
+            "loss_per_iteration": list(result.loss_history),
+            "final_loss": result.final_loss,
+            "time_s": result.time_s,
+        }
+    return record
+
+
+def _finite(value: Any) -> Any:
+    """Strict JSON: infinite or NaN floats (a perfect match's PSNR) become null."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _write_images_and_npz(
@@ -503,6 +596,8 @@ def _write_images_and_npz(
             origin_px=np.asarray(recon.origin_px, dtype=np.float64),
             coverage=recon.coverage,
             configs_json=np.asarray(json.dumps(configs, sort_keys=True)),
+            record_json=np.asarray(json.dumps(_finite(run_record(recon)), sort_keys=True)),
+            **({} if recon.network_object is None else {"network_object": recon.network_object}),
         )
 
 

@@ -152,10 +152,13 @@ BAD_CASES = [
     *bad_values(InferenceConfig, ("stitch_crop_px",), (0, -1, 2.0, True), OPT_INT_GE_1),
     *bad_values(
         InferenceConfig,
-        ("stitch_align_phase", "flip_x", "flip_y", "transpose"),
+        ("stitch_align_phase", "flip_x", "flip_y", "transpose", "refine_probe"),
         (1, "no", None),
         BOOL,
     ),
+    *bad_values(InferenceConfig, ("refine_iterations",), (-1, 2.0, True, None), INT_GE_0),
+    *bad_values(InferenceConfig, ("refine_tolerance",), (-0.1, 1.5, float("nan"), None),
+                ("finite", "[0.0, 1.0]")),
     # ExecutionConfig
     *bad_values(
         ExecutionConfig,
@@ -305,6 +308,8 @@ GOOD_CASES = [
     good(InferenceConfig, "n_groups", 1),
     *[good(InferenceConfig, "stitch_weighting", w) for w in ("uniform", "probe")],
     good(InferenceConfig, "stitch_crop_px", 1),
+    good(InferenceConfig, "refine_iterations", 0),
+    good(InferenceConfig, "refine_tolerance", 0.0),
     *[good(ExecutionConfig, "accelerator", a) for a in ("auto", "cpu", "gpu", "tpu", "mps")],
     *[good(ExecutionConfig, "devices", d) for d in (1, 8, "auto")],
     *[good(ExecutionConfig, "strategy", s) for s in ("auto", "ddp", "ddp_spawn")],
@@ -550,12 +555,15 @@ def _samples(tmp: Path) -> dict[type, Any]:
         test_data_file="test.npz",
         n_groups=10,
         output_dir=Path("recon"),
-        stitch_weighting="probe",
+        stitch_weighting="uniform",
         stitch_crop_px=20,
         stitch_align_phase=False,
         flip_x=True,
         flip_y=True,
         transpose=True,
+        refine_iterations=0,
+        refine_tolerance=0.05,
+        refine_probe=True,
     )
     execution = ExecutionConfig(
         accelerator="cpu",
@@ -846,3 +854,4 @@ def test_spec_flags_exist_on_the_command_line(module: str, section: str, legacy:
     assert len(flags) >= 8
     missing = [f for f in flags + legacy if f not in known]
     assert missing == [], f"{module} lacks {missing}"
+

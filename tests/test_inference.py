@@ -60,6 +60,13 @@ def true_patches(raw: RawData) -> np.ndarray:
     return np.stack(out).astype(np.complex64)
 
 
+
+def stitch_only_config(**changes) -> InferenceConfig:
+    """The network's stitched image alone, plainly averaged: what these tests check against
+    an independent numpy stitcher (refinement has its own tests, test_refine.py)."""
+    return InferenceConfig(**{"refine_iterations": 0, "stitch_weighting": "uniform", **changes})
+
+
 class IdNetwork:
     """Stands in for PtychoPINNModule: returns ``patches[k]`` for the pattern of position k
     and records every call (member indices, local offsets) and device move."""
@@ -146,7 +153,7 @@ def random_patches(n, seed=0):
 # ------------------------------------------------------------------------------ tests
 def test_perfect_patches_reproduce_the_object_at_origin_px(id_data, tmp_path):
     model, net = fake_model(true_patches(id_data), id_data.probe_guess)
-    recon = inf.reconstruct(model, id_data, InferenceConfig(), CPU)
+    recon = inf.reconstruct(model, id_data, stitch_only_config(), CPU)
     x0, y0 = recon.origin_px
     # Raster 36..92 step 8, crop N//2 = 32: canvas starts 16 px before the first position.
     assert (x0, y0) == (20.0, 20.0)
@@ -182,7 +189,7 @@ STITCH_CASES = [
 def test_stitching_options_match_numpy(id_data, weighting, flip_x, flip_y, transpose, crop):
     patches = random_patches(id_data.n_positions)
     model, net = fake_model(patches, id_data.probe_guess)
-    cfg = InferenceConfig(stitch_weighting=weighting, stitch_align_phase=False,
+    cfg = stitch_only_config(stitch_weighting=weighting, stitch_align_phase=False,
                           flip_x=flip_x, flip_y=flip_y,
                           transpose=transpose, stitch_crop_px=crop)
     recon = inf.reconstruct(model, id_data, cfg, CPU)
@@ -207,7 +214,7 @@ def test_probe_weighting_differs_from_uniform(id_data):
     recons = {}
     for kind in ("uniform", "probe"):
         model, _ = fake_model(patches, id_data.probe_guess)
-        recons[kind] = inf.reconstruct(model, id_data, InferenceConfig(stitch_weighting=kind),
+        recons[kind] = inf.reconstruct(model, id_data, stitch_only_config(stitch_weighting=kind),
                                        CPU).object
     assert np.abs(recons["uniform"] - recons["probe"]).max() > 0.1
 
@@ -218,7 +225,7 @@ def test_batches_default_to_the_training_batch_size(id_data, inference_batch_siz
                                                     expected_sizes):
     model, net = fake_model(true_patches(id_data), id_data.probe_guess, batch_size=8)
     progress = []
-    recon = inf.reconstruct(model, id_data, InferenceConfig(),
+    recon = inf.reconstruct(model, id_data, stitch_only_config(),
                             ExecutionConfig(accelerator="cpu",
                                             inference_batch_size=inference_batch_size),
                             progress_callback=lambda done, total: progress.append((done, total)))
@@ -227,14 +234,14 @@ def test_batches_default_to_the_training_batch_size(id_data, inference_batch_siz
     assert progress == [(int(d), 64) for d in np.cumsum(expected_sizes)]
     assert recon.n_groups == 64
     reference = inf.reconstruct(fake_model(true_patches(id_data), id_data.probe_guess)[0],
-                                id_data, InferenceConfig(), CPU)
+                                id_data, stitch_only_config(), CPU)
     np.testing.assert_allclose(recon.object, reference.object, rtol=1e-6, atol=1e-7)
 
 
 def test_gridsize2_groups_offsets_and_stitch(id_data):
     patches = random_patches(id_data.n_positions, seed=1)
     model, net = fake_model(patches, id_data.probe_guess, gridsize=2, batch_size=16)
-    recon = inf.reconstruct(model, id_data, InferenceConfig(stitch_align_phase=False), CPU)
+    recon = inf.reconstruct(model, id_data, stitch_only_config(stitch_align_phase=False), CPU)
     ids = np.concatenate([c[0] for c in net.calls])
     offsets = np.concatenate([c[1] for c in net.calls])
     assert ids.shape == (64, 4) and recon.n_groups == 64
@@ -252,7 +259,7 @@ def test_gridsize2_groups_offsets_and_stitch(id_data):
 
 def test_n_groups_limits_the_reconstruction(id_data):
     model, net = fake_model(true_patches(id_data), id_data.probe_guess)
-    recon = inf.reconstruct(model, id_data, InferenceConfig(n_groups=10), CPU)
+    recon = inf.reconstruct(model, id_data, stitch_only_config(n_groups=10), CPU)
     ids = np.concatenate([c[0] for c in net.calls]).ravel()
     assert recon.n_groups == 10 and ids.size == 10 and len(set(ids)) == 10
     assert not recon.coverage.all()
@@ -261,7 +268,7 @@ def test_n_groups_limits_the_reconstruction(id_data):
 def test_more_groups_than_positions_uses_every_position_once(id_data):
     model, net = fake_model(true_patches(id_data), id_data.probe_guess)
     with pytest.warns(UserWarning, match="exceeds"):
-        recon = inf.reconstruct(model, id_data, InferenceConfig(n_groups=1000), CPU)
+        recon = inf.reconstruct(model, id_data, stitch_only_config(n_groups=1000), CPU)
     ids = np.concatenate([c[0] for c in net.calls]).ravel()
     assert recon.n_groups == 64 and sorted(ids) == list(range(64))
 
@@ -269,9 +276,9 @@ def test_more_groups_than_positions_uses_every_position_once(id_data):
 def test_num_workers_give_the_same_result(id_data):
     patches = random_patches(id_data.n_positions, seed=2)
     serial = inf.reconstruct(fake_model(patches, id_data.probe_guess)[0], id_data,
-                             InferenceConfig(), CPU)
+                             stitch_only_config(), CPU)
     parallel = inf.reconstruct(fake_model(patches, id_data.probe_guess)[0], id_data,
-                               InferenceConfig(),
+                               stitch_only_config(),
                                ExecutionConfig(accelerator="cpu", num_workers=1,
                                                deterministic=False))
     assert np.array_equal(serial.object, parallel.object)
@@ -282,12 +289,12 @@ def test_inputs_are_checked_before_prediction(id_data):
     small = RawData(diffraction=np.ones((8, 32, 32), np.float32), xcoords=np.arange(8.0),
                     ycoords=np.zeros(8), probe_guess=np.ones((32, 32), np.complex64))
     with pytest.raises(DataContractError, match="N=64"):
-        inf.reconstruct(model, small, InferenceConfig(), CPU)
+        inf.reconstruct(model, small, stitch_only_config(), CPU)
     model2, net2 = fake_model(true_patches(id_data), id_data.probe_guess, gridsize=3)
     few = RawData(diffraction=id_data.diffraction[:5], xcoords=id_data.xcoords[:5],
                   ycoords=id_data.ycoords[:5], probe_guess=id_data.probe_guess)
     with pytest.raises(DataContractError, match="gridsize"):
-        inf.reconstruct(model2, few, InferenceConfig(), CPU)
+        inf.reconstruct(model2, few, stitch_only_config(), CPU)
     assert net.calls == [] and net2.calls == []
 
 
@@ -308,7 +315,7 @@ def test_select_device():
 # ----------------------------------------------------------------------------- outputs
 def test_write_outputs(id_data, tmp_path):
     model, _ = fake_model(true_patches(id_data), id_data.probe_guess)
-    recon = inf.reconstruct(model, id_data, InferenceConfig(n_groups=40), CPU)
+    recon = inf.reconstruct(model, id_data, stitch_only_config(n_groups=40), CPU)
     configs = {"model": model.model_config.to_dict(), "inference": {"flip_x": False}}
     paths = inf.write_outputs(recon, tmp_path / "out", configs, id_data.object_guess)
     assert set(paths) == {"amplitude_png", "phase_png", "npz", "metrics"}
@@ -368,7 +375,7 @@ def test_real_module_batching_and_bundle_round_trip(untrained, fixture_raw):
     assert loaded.training_config.batch_size == 4 and loaded.source_path == path
     assert loaded.training_summary == {"note": "untrained"}
     assert np.array_equal(loaded.probe, module.forward_model.probe.detach().numpy())
-    cfg = InferenceConfig(n_groups=12)
+    cfg = stitch_only_config(n_groups=12)
     a = inf.reconstruct(loaded, fixture_raw, cfg, CPU)
     b = inf.reconstruct(loaded, fixture_raw, cfg,
                         ExecutionConfig(accelerator="cpu", inference_batch_size=12))
@@ -405,7 +412,7 @@ def test_load_lightning_checkpoint(untrained, fixture_raw, tmp_path):
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": hp}, ckpt)
     from_ckpt = inf.load_model(ckpt)
     from_bundle = inf.load_model(path)
-    cfg = InferenceConfig(n_groups=6)
+    cfg = stitch_only_config(n_groups=6)
     assert np.array_equal(inf.reconstruct(from_ckpt, fixture_raw, cfg, CPU).object,
                           inf.reconstruct(from_bundle, fixture_raw, cfg, CPU).object)
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": {}}, ckpt)
@@ -487,8 +494,8 @@ def test_pickle_payload_in_checkpoint_is_refused(tmp_path):
 def test_stitch_align_phase_reaches_the_stitcher(id_data):
     patches = random_patches(id_data.n_positions, seed=3)
     model, _ = fake_model(patches, id_data.probe_guess, gridsize=1, batch_size=16)
-    aligned = inf.reconstruct(model, id_data, InferenceConfig(), CPU)
-    plain = inf.reconstruct(model, id_data, InferenceConfig(stitch_align_phase=False), CPU)
+    aligned = inf.reconstruct(model, id_data, stitch_only_config(), CPU)
+    plain = inf.reconstruct(model, id_data, stitch_only_config(stitch_align_phase=False), CPU)
     positions = np.stack([id_data.xcoords, id_data.ycoords], -1)
     reference = stitch_patches(patches, positions, align_phase=True)
     np.testing.assert_allclose(aligned.object, reference.object, rtol=1e-5, atol=1e-6)

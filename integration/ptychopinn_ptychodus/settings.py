@@ -248,6 +248,10 @@ def _metric_unused(s: PtychoPINNSettings, model_type: str) -> str:
     return 'no checkpoints, no early stopping and no Adaptive schedule'
 
 
+def _refinement_off(s: PtychoPINNSettings, model_type: str) -> str:
+    return '' if s.inference.refine_iterations.get_value() > 0 else 'refinement iterations is 0'
+
+
 _M, _T, _I, _E = 'PINNModel', 'PINNTraining', 'PINNInference', 'PINNExecution'
 
 SETTINGS: tuple[Setting, ...] = (
@@ -404,9 +408,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(_I, 'NumGroups', 'n_groups', 0, 'Groups to reconstruct (0 = all)',
             'Groups reconstructed and stitched (0 = one group per scan position).',
             field='n_groups', minimum=0, maximum=_INT_MAX, none_value=0),
-    Setting(_I, 'StitchWeighting', 'stitch_weighting', 'uniform', 'Stitch weighting',
-            'uniform: plain average of overlapping patches; probe: each pixel weighted by '
-            'the probe intensity |P|².', field='stitch_weighting', choices=STITCH_WEIGHTINGS),
+    Setting(_I, 'StitchWeighting', 'stitch_weighting', 'probe', 'Stitch weighting',
+            'probe: each pixel weighted by the probe intensity |P|² (mostly from the '
+            'patterns that lit it well); uniform: plain average of overlapping patches.',
+            field='stitch_weighting', choices=STITCH_WEIGHTINGS),
     Setting(_I, 'StitchCropPx', 'stitch_crop_px', 0, 'Stitch crop [px]',
             'Side in pixels of the central square each patch contributes (0 = N/2).',
             field='stitch_crop_px', minimum=0, maximum=4096, none_value=0),
@@ -420,6 +425,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(_I, 'Transpose', 'transpose', False, 'Transpose',
             "Swap each patch's rows and columns before placing it (before the flips).",
             field='transpose'),
+    Setting(_I, 'RefineIterations', 'refine_iterations', 30, 'Refinement iterations',
+            'Physics refinement of the network image against every measured pattern: at '
+            'most this many iterations (0 = network image only).',
+            field='refine_iterations', minimum=0, maximum=100000),
+    Setting(_I, 'RefineTolerance', 'refine_tolerance', 0.001, 'Refinement tolerance',
+            'Refinement stops once the loss improves by less than this fraction per '
+            'iteration (0 = always run every iteration).', field='refine_tolerance',
+            minimum=0.0, maximum=1.0, no_effect=_refinement_off),
+    Setting(_I, 'RefineProbe', 'refine_probe', False, 'Refine probe',
+            'Refine the probe together with the object during the refinement.',
+            field='refine_probe', no_effect=_refinement_off),
     Setting(_I, 'BadPixelMode', 'bad_pixel_mode', 'inpaint', 'Bad pixels',
             'Repair of masked detector pixels, also for Export Training Data: inpaint '
             '(biharmonic) or zero (set to 0 counts).', choices=BAD_PIXEL_MODES),

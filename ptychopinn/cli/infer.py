@@ -26,6 +26,8 @@ from ptychopinn.cli.common import (
     check_fresh_output_dir,
     check_input_file,
     command_line_process,
+    non_negative_int,
+    number,
     parse_command_line,
     positive_int,
     require,
@@ -90,6 +92,17 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                help_on="Remove each patch's constant phase offset against its neighbours "
                        "while stitching",
                help_off="Keep each patch's own constant phase")
+    add_field_flag(p, "--refine-iterations", section="inference", name="refine_iterations",
+                   type=non_negative_int, metavar="INT",
+                   help="Physics refinement after the network: at most this many iterations "
+                        "against the measured data (0 = off; ptychopinn_torch.refine)")
+    add_field_flag(p, "--refine-tolerance", section="inference", name="refine_tolerance",
+                   type=number, metavar="FRACTION",
+                   help="Stop the refinement once the loss improves by less than this "
+                        "fraction per iteration (0 = always run every iteration)")
+    add_switch(p, ["--refine-probe"], ["--no-refine-probe"], section="inference",
+               name="refine_probe", help_on="Refine the probe together with the object",
+               help_off="Keep the probe fixed during refinement")
     for flag, name, what in (("--flip_x", "flip_x", "Flip each patch left-right"),
                              ("--flip_y", "flip_y", "Flip each patch up-down"),
                              ("--transpose", "transpose", "Transpose each patch")):
