@@ -613,7 +613,8 @@ def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture",
                      step_px: float | None = None, jitter_px: float = 0.0,
                      nphotons: float = 1e6, object_size_px: int | tuple[int, int] | None = None,
                      seed: int = 0, poisson: bool = True, beamstop_diameter: float = 0.0,
-                     probe: np.ndarray | None = None) -> RawData:
+                     probe: np.ndarray | None = None, probe_radius_px: float | None = None,
+                     integer_positions: bool = False) -> RawData:
     """A complete synthetic data set as ``ptychopinn.data.RawData``.
 
     ``step_px`` defaults to N/8 pixels; ``object_size_px`` defaults to the smallest object
@@ -624,8 +625,12 @@ def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture",
     units, e.g. another data set's ``probe_guess``) is used as is instead. ``object_guess``
     is the true object, ``labels`` the true patches, ``scan_index`` zeros.
     ``beamstop_diameter`` (pixels, 0 = none) zeroes the measured amplitude behind a
-    centred beamstop (:func:`beamstop_mask`). Seeds: object ``seed``, scan jitter
-    ``seed + 1``, Poisson noise ``seed + 2``.
+    centred beamstop (:func:`beamstop_mask`). ``probe_radius_px`` is the aperture radius
+    (aperture probe) or the Gaussian sigma (gaussian probe), pixels (default:
+    :func:`make_probe`'s). ``integer_positions`` rounds every position to a whole pixel
+    (no interpolation in the simulation; iterative solvers that shift the probe by
+    Fourier interpolation then model the data exactly). Seeds: object ``seed``, scan
+    jitter ``seed + 1``, Poisson noise ``seed + 2``.
     """
     _check_choice("object_kind", object_kind, OBJECT_KINDS)
     _check_choice("probe_kind", probe_kind, PROBE_KINDS)
@@ -654,9 +659,13 @@ def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture",
     from ptychopinn.data import RawData
 
     xcoords, ycoords = make_scan(scan_kind, n_positions, shape, N, step_px, jitter_px, seed + 1)
+    if integer_positions:
+        xcoords, ycoords = np.round(xcoords), np.round(ycoords)
     obj = make_object(object_kind, shape, seed)
     if probe is None:
-        probe = scale_probe_to_photons(obj, make_probe(probe_kind, N), xcoords, ycoords,
+        size = ({} if probe_radius_px is None else
+                {"aperture_radius_px" if probe_kind == "aperture" else "sigma_px": probe_radius_px})
+        probe = scale_probe_to_photons(obj, make_probe(probe_kind, N, **size), xcoords, ycoords,
                                        nphotons)
     else:
         probe = _probe_2d(np.asarray(probe)).astype(np.complex64)

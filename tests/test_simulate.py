@@ -485,3 +485,35 @@ def test_cli_seed_datagen_flags(tmp_path, capsys):
         simulate_cli.main(["--output", str(out), "--objects_per_probe", "0"])
     assert info.value.code == 2
     assert "--objects_per_probe" in capsys.readouterr().err
+
+
+def test_probe_radius_and_integer_positions() -> None:
+    small = simulate_dataset("dead_leaves", n_positions=9, scan_kind="spiral", seed=1)
+    wide = simulate_dataset("dead_leaves", n_positions=9, scan_kind="spiral", seed=1,
+                            probe_radius_px=16, integer_positions=True)
+
+    def rms_radius(probe: np.ndarray) -> float:
+        w = np.abs(probe) ** 2
+        yy, xx = np.mgrid[0:64, 0:64] - 32
+        return float(np.sqrt((w * (xx**2 + yy**2)).sum() / w.sum()))
+
+    assert rms_radius(wide.probe_guess) > 1.6 * rms_radius(small.probe_guess)
+    assert np.any(small.xcoords % 1) and not np.any(wide.xcoords % 1)
+    assert not np.any(wide.ycoords % 1)
+    np.testing.assert_allclose(wide.xcoords, np.round(small.xcoords))
+    gauss = simulate_dataset("lines", probe_kind="gaussian", n_positions=4, probe_radius_px=4)
+    assert rms_radius(gauss.probe_guess) < rms_radius(simulate_dataset(
+        "lines", probe_kind="gaussian", n_positions=4).probe_guess)
+
+
+def test_cli_probe_radius_and_integer_positions(tmp_path) -> None:
+    from ptychopinn.cli.simulate import main
+
+    out = tmp_path / "scan.npz"
+    assert main(["--output", str(out), "--n-positions", "9", "--probe-radius-px", "16",
+                 "--integer-positions", "--quiet"]) == 0
+    with np.load(out) as saved:
+        assert not np.any(saved["xcoords"] % 1)
+    with pytest.raises(SystemExit) as exc:
+        main(["--output", str(out), "--probe-radius-px", "40"])
+    assert exc.value.code == 2

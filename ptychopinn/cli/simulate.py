@@ -45,6 +45,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="Object kind (default: natural)")
     p.add_argument("--probe", default="aperture", choices=PROBE_KINDS,
                    help="Probe kind (default: aperture)")
+    p.add_argument("--probe-radius-px", type=float, default=None, metavar="PX",
+                   help="Aperture radius (aperture probe) or Gaussian sigma (gaussian "
+                        "probe), pixels (default: N/8 or N/12)")
+    p.add_argument("--integer-positions", action="store_true",
+                   help="Round every scan position to a whole pixel (default: off)")
     p.add_argument("--scan", default="spiral", choices=SCAN_KINDS,
                    help="Scan pattern (default: spiral)")
     p.add_argument("--N", type=int, default=64, choices=SUPPORTED_N,
@@ -95,6 +100,10 @@ def _run(argv: Sequence[str] | None, prog: str) -> int:
         parser.error(f"--objects_per_probe must be >= 1, got {args.objects_per_probe}")
     if args.step_px is not None and not (math.isfinite(args.step_px) and args.step_px > 0):
         parser.error(f"--step-px must be a finite number > 0, got {args.step_px}")
+    if args.probe_radius_px is not None and not (
+            math.isfinite(args.probe_radius_px) and 0 < args.probe_radius_px <= args.N / 2):
+        parser.error(f"--probe-radius-px must be a number of pixels in (0, N/2 = {args.N // 2}]"
+                     f", got {args.probe_radius_px}")
     if not (math.isfinite(args.jitter_px) and args.jitter_px >= 0):
         parser.error(f"--jitter-px must be a finite number >= 0, got {args.jitter_px}")
     low, high = PHOTONS_PER_PATTERN_RANGE
@@ -117,7 +126,8 @@ def _run(argv: Sequence[str] | None, prog: str) -> int:
         args.objects_per_probe, seed=args.seed, object_kind=args.object,
         probe_kind=args.probe, N=args.N, n_positions=args.n_positions, scan_kind=args.scan,
         step_px=args.step_px, jitter_px=args.jitter_px, nphotons=args.nphotons,
-        beamstop_diameter=args.beamstop_diameter))
+        beamstop_diameter=args.beamstop_diameter, probe_radius_px=args.probe_radius_px,
+        integer_positions=args.integer_positions))
     for raw, path in zip(datasets, output_paths(output, args.objects_per_probe), strict=True):
         run_reporting_errors(parser, lambda raw=raw, path=path: raw.save(path))  # atomic
         if not args.quiet:
