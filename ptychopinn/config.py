@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_N = (64, 128, 256)
 MODEL_TYPES = ("pinn", "supervised")
-GENERATORS = ("unet", "cnn")
+GENERATORS = ("unet", "unet_lite", "cnn")
 AMP_ACTIVATIONS = ("sigmoid", "swish", "softplus", "relu")
 AMP_ACTIVATION_ALIASES = {"silu": "swish", "SiLU": "swish", "SILU": "swish"}
 LOSS_MODES = ("poisson", "mae")

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Generator", "GeneratorOutput", "amplitude_activation", "gaussian_kernel_1d"]
 
 SUPPORTED_N = (64, 128, 256)
-GENERATORS = ("unet", "cnn")
+GENERATORS = ("unet", "unet_lite", "cnn")
 #: Width of the first encoder level per unit of ``n_filters_scale``.
 BASE_FILTERS = 16
 #: Spatial side of the bottleneck, pixels.
@@ -214,6 +214,58 @@ class _UNetDecoder(nn.Module):
         return out
 
 
+class _SharedUNetDecoder(nn.Module):
+    """The "unet_lite" decoder: one decoder for both heads, one convolution per level.
+
+    Upsampling with skip features back to N x N, one 3x3 convolution + ReLU per level,
+    then a centre convolution (and a border one with ``probe_big``) giving 2C maps: the
+    first C feed the amplitude activation, the last C the phase head.
+    """
+
+    def __init__(
+        self, widths: list[int], n_out: int, n: int, pad_object: bool, probe_big: bool,
+        amp_act: nn.Module, attention: Callable[[int], nn.Module] = lambda channels: nn.Identity(),
+    ) -> None:
+        super().__init__()
+        self.n_out = n_out
+        self.amp_act = amp_act
+        self.phase_act = _PiTanh()
+        self.up_blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(widths[min(level + 1, len(widths) - 1)] + widths[level],
+                          widths[level], 3, padding=1),
+                nn.ReLU(inplace=True),
+            )
+            for level in reversed(range(len(widths)))
+        )
+        self.attention = nn.ModuleList(attention(widths[level])
+                                       for level in reversed(range(len(widths))))
+        self.centre = nn.Conv2d(widths[0], 2 * n_out, 3, padding=1)
+        self.border = nn.Conv2d(widths[0], 2 * n_out, 3, padding=1) if probe_big else None
+        centre_mask = torch.ones((n, n), dtype=torch.float32)
+        if pad_object:
+            centre_mask.zero_()
+            lo = n // 4
+            centre_mask[lo : lo + n // 2, lo : lo + n // 2] = 1.0
+        self.register_buffer("centre_mask", centre_mask)
+
+    def _heads(self, maps: Tensor) -> tuple[Tensor, Tensor]:
+        return self.amp_act(maps[:, : self.n_out]), self.phase_act(maps[:, self.n_out :])
+
+    def forward(self, z: Tensor, skips: list[Tensor]) -> tuple[Tensor, Tensor]:
+        for block, attend, skip in zip(self.up_blocks, self.attention, reversed(skips),
+                                       strict=True):
+            z = attend(block(torch.cat(
+                [F.interpolate(z, size=skip.shape[-2:], mode="nearest"), skip], 1)))
+        amp, phase = self._heads(self.centre(z))
+        amp, phase = amp * self.centre_mask, phase * self.centre_mask
+        if self.border is not None:
+            border_amp, border_phase = self._heads(self.border(z))
+            outside = 1.0 - self.centre_mask
+            amp, phase = amp + border_amp * outside, phase + border_phase * outside
+        return amp, phase
+
+
 class Generator(nn.Module):
     """Encoder/decoder mapping (B, C, N, N) normalised amplitudes to complex object patches.
 
@@ -255,7 +307,7 @@ class Generator(nn.Module):
         self.widths = widths
         enc: list[nn.Module] = []
         # The U-Net also sees the real and imaginary parts of the back-projected estimate.
-        c_in = 3 * self.C if self.kind == "unet" else self.C
+        c_in = self.C if self.kind == "cnn" else 3 * self.C
         for w in widths:
             enc.append(_conv_block(c_in, w))
             c_in = w
@@ -266,18 +318,18 @@ class Generator(nn.Module):
         self.bottleneck_attention = bottleneck_attention(widths[-1], model_config)
         pad_object = bool(model_config.pad_object)
         probe_big = bool(model_config.probe_big)
-        decoder = _UNetDecoder if self.kind == "unet" else _Decoder
         attend = lambda channels: decoder_attention(channels, model_config)  # noqa: E731
-        self.amp_decoder = decoder(
-            widths,
-            self.C,
-            n,
-            pad_object,
-            probe_big,
-            amplitude_activation(model_config.amp_activation),
-            attend,
-        )
-        self.phase_decoder = decoder(widths, self.C, n, pad_object, probe_big, _PiTanh(), attend)
+        if self.kind == "unet_lite":
+            self.decoder = _SharedUNetDecoder(
+                widths, self.C, n, pad_object, probe_big,
+                amplitude_activation(model_config.amp_activation), attend)
+        else:
+            decoder = _UNetDecoder if self.kind == "unet" else _Decoder
+            self.amp_decoder = decoder(widths, self.C, n, pad_object, probe_big,
+                                       amplitude_activation(model_config.amp_activation),
+                                       attend)
+            self.phase_decoder = decoder(widths, self.C, n, pad_object, probe_big, _PiTanh(),
+                                         attend)
         if sigma > 0:
             k = gaussian_kernel_1d(sigma)
             self.register_buffer("smooth_kernel", k)
@@ -309,7 +361,7 @@ class Generator(nn.Module):
                 f"input must be (B, {self.C}, {self.N}, {self.N}); got {tuple(x.shape)}"
             )
         z = x
-        if self.kind == "unet":
+        if self.kind != "cnn":
             estimate = backproject(x, probe)
             z = torch.cat([x, estimate.real, estimate.imag], dim=1)
         skips = []
@@ -320,7 +372,9 @@ class Generator(nn.Module):
         z = self.bottleneck_attention(self.bottleneck(z))
         # float32 before polar: under mixed precision the heads may run in half precision,
         # and the object must be complex64 for the FFT forward model.
-        if self.kind == "unet":
+        if self.kind == "unet_lite":
+            amp, phase = (t.float() for t in self.decoder(z, skips))
+        elif self.kind == "unet":
             amp = self.amp_decoder(z, skips).float()
             phase = self.phase_decoder(z, skips).float()
         else:

@@ -274,7 +274,7 @@ GOOD_CASES = [
     good(ModelConfig, "gridsize", 8),
     good(ModelConfig, "n_filters_scale", 1),
     *[good(ModelConfig, "model_type", m) for m in ("pinn", "supervised")],
-    *[good(ModelConfig, "generator", g) for g in ("unet", "cnn")],
+    *[good(ModelConfig, "generator", g) for g in ("unet", "unet_lite", "cnn")],
     *[good(ModelConfig, "amp_activation", a) for a in ("sigmoid", "swish", "softplus", "relu")],
     *[
         good(ModelConfig, n, b)

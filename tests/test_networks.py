@@ -202,13 +202,27 @@ def check_gaussian_smoothing_sigma() -> None:
 
 def check_generator() -> None:
     x = inputs(ModelConfig())
-    unet, cnn = build(generator="unet"), build(generator="cnn")
-    assert n_params(unet) != n_params(cnn)
-    assert unet(x).obj.shape == cnn(x).obj.shape == (2, 1, 64, 64)
-    # only the U-Net looks at the probe (through the back-projection)
+    unet, cnn, lite = build(generator="unet"), build(generator="cnn"), build(generator="unet_lite")
+    assert len({n_params(unet), n_params(cnn), n_params(lite)}) == 3
+    assert unet(x).obj.shape == cnn(x).obj.shape == lite(x).obj.shape == (2, 1, 64, 64)
+    # only the U-Nets look at the probe (through the back-projection)
     probe = torch.from_numpy(gaussian_probe(64, 8.0))
     assert (unet(x, probe).obj - unet(x).obj).abs().max() > 1e-6
+    assert (lite(x, probe).obj - lite(x).obj).abs().max() > 1e-6
     torch.testing.assert_close(cnn(x, probe).obj, cnn(x).obj)
+    # unet_lite: one shared decoder, one convolution per level, about half the cost
+    assert not hasattr(lite, "amp_decoder") and hasattr(lite, "decoder")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(net: Generator) -> int:
+        with FlopCounterMode(display=False) as counter:
+            net(x[:1])
+        return counter.get_total_flops()
+
+    assert 0.4 < flops(lite) / flops(unet) < 0.6
+    out = lite(x, probe)
+    assert (out.amplitude >= 0).all() and (out.amplitude <= 1).all()  # sigmoid
+    assert out.phase.abs().max() <= math.pi
     with pytest.raises(ValueError, match="generator"):
         Generator(stand_in(generator="resnet"))
 
@@ -217,13 +231,14 @@ def _attention_check(name: str, block: type, where: str):
     def check() -> None:
         from ptychopinn_torch import attention
 
-        for generator in ("unet", "cnn"):
+        for generator in ("unet", "unet_lite", "cnn"):
             plain = build(generator=generator, n_filters_scale=1)
             attended = build(generator=generator, n_filters_scale=1, **{name: True})
             new_keys = set(attended.state_dict()) - set(plain.state_dict())
             # Off: no extra weights at all (old bundles load); on: weights only at `where`.
             assert set(plain.state_dict()) <= set(attended.state_dict())
-            assert new_keys and all(k.startswith(where) for k in new_keys), new_keys
+            assert new_keys and all(k.startswith(where) or (generator == "unet_lite" and
+                                    k.startswith("decoder.attention")) for k in new_keys), new_keys
             assert any(isinstance(m, block) for m in attended.modules())
             assert not any(isinstance(m, block) for m in plain.modules())
             x = inputs(ModelConfig())

@@ -264,7 +264,8 @@ SETTINGS: tuple[Setting, ...] = (
             'slower network).', field='n_filters_scale', minimum=1, maximum=16),
     Setting(_M, 'Generator', 'generator', 'unet', 'Network',
             'Network layout: unet back-projects the patterns with the probe and refines '
-            'them with a U-Net; cnn is the legacy encoder/decoder.',
+            'them with a U-Net; unet_lite is that U-Net at half the arithmetic (one shared '
+            'decoder); cnn is the legacy encoder/decoder.',
             field='generator', choices=GENERATORS),
     Setting(_M, 'AmpActivation', 'amp_activation', 'sigmoid', 'Amplitude activation',
             "Activation function of the network's object-amplitude output.",

@@ -165,7 +165,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
     add_field_flag(p, "--model_type", section="model", name="model_type", choices=MODEL_TYPES,
                    help="pinn (unsupervised, physics loss) or supervised (needs labels)")
     add_field_flag(p, "--generator", section="model", name="generator", choices=GENERATORS,
-                   help="Network layout: unet (probe back-projection + U-Net) or cnn "
+                   help="Network layout: unet (probe back-projection + U-Net), unet_lite "
+                        "(the same at half the arithmetic: one shared decoder) or cnn "
                         "(legacy encoder/decoder)")
     add_field_flag(p, "--n_filters_scale", section="model", name="n_filters_scale",
                    type=positive_int, metavar="INT",
