@@ -111,6 +111,22 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                name="sequential_sampling",
                help_on="Take positions in scan order instead of sampling them",
                help_off="Sample positions at random (seeded)")
+    add_switch(p, ["--regroup_each_epoch"], ["--no-regroup_each_epoch"], section="training",
+               name="regroup_each_epoch",
+               help_on="Draw each group's other members again every epoch from the seed's "
+                       "--neighbor_count nearest (seeded by the epoch; needs --gridsize > 1 "
+                       "and --neighbor_count > gridsize**2)",
+               help_off="Keep the groups drawn at the start for every epoch")
+    add_switch(p, ["--augment_flips"], ["--no-augment_flips"], section="training",
+               name="augment_flips",
+               help_on="Augment the training groups with the flips, transposes and quarter "
+                       "turns about the centre pixel under which the probe is invariant "
+                       "(within --augment_probe_tolerance); the log names those used",
+               help_off="No flip augmentation")
+    add_field_flag(p, "--augment_probe_tolerance", section="training",
+                   name="augment_probe_tolerance", type=number, metavar="FRACTION",
+                   help="Largest relative asymmetry of the probe (L2 norm, best constant "
+                        "phase) under a transform for --augment_flips to use it, in [0, 1]")
     add_field_flag(p, "--batch_size", section="training", name="batch_size",
                    type=positive_int, metavar="INT",
                    help="Training batch size in groups; also the default inference batch size")
