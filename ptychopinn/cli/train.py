@@ -117,22 +117,19 @@ def add_training_flags(
     add_field_flag(p, "--subsample_seed", section="training", name="subsample_seed",
                    type=non_negative_int, metavar="INT",
                    help="Seed of the position subsample and of the group sampling")
-    add_switch(p, ["--sequential_sampling"], ["--no-sequential_sampling"], section="training",
-               name="sequential_sampling",
-               help_on="Take positions in scan order instead of sampling them",
-               help_off="Sample positions at random (seeded)")
-    add_switch(p, ["--regroup_each_epoch"], ["--no-regroup_each_epoch"], section="training",
-               name="regroup_each_epoch",
-               help_on="Draw each group's other members again every epoch from the seed's "
-                       "--neighbor_count nearest (seeded by the epoch; needs --gridsize > 1 "
-                       "and --neighbor_count > gridsize**2)",
-               help_off="Keep the groups drawn at the start for every epoch")
-    add_switch(p, ["--augment_flips"], ["--no-augment_flips"], section="training",
-               name="augment_flips",
-               help_on="Augment the training groups with the flips, transposes and quarter "
-                       "turns about the centre pixel under which the probe is invariant "
-                       "(within --augment_probe_tolerance); the log names those used",
-               help_off="No flip augmentation")
+    for name, help_on, help_off in (
+        ("sequential_sampling", "Take positions in scan order instead of sampling them",
+         "Sample positions at random (seeded)"),
+        ("regroup_each_epoch", "Draw each group's other members again every epoch from the "
+         "seed's --neighbor_count nearest (seeded by the epoch; needs --gridsize > 1 and "
+         "--neighbor_count > gridsize**2)", "Keep the groups drawn at the start for every "
+         "epoch"),
+        ("augment_flips", "Augment the training groups with the flips, transposes and "
+         "quarter turns about the centre pixel under which the probe is invariant (within "
+         "--augment_probe_tolerance); the log names those used", "No flip augmentation"),
+    ):
+        add_switch(p, [f"--{name}"], [f"--no-{name}"], section="training", name=name,
+                   help_on=help_on, help_off=help_off)
     add_field_flag(p, "--augment_probe_tolerance", section="training",
                    name="augment_probe_tolerance", type=number, metavar="FRACTION",
                    help="Largest relative asymmetry of the probe (L2 norm, best constant "
