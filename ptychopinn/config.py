@@ -439,6 +439,13 @@ class TrainingConfig(_ConfigBase):
         _check_backend(self)
 
 
+    @property
+    def uses_labels(self) -> bool:
+        """Whether training compares with ground-truth labels (supervised, or a real-space
+        term): only then are labels needed (and kept by a pretraining's simulation)."""
+        return self.model.model_type == "supervised" or self.realspace_weight > 0
+
+
 @dataclass(frozen=True)
 class InferenceConfig(_ConfigBase):
     """What to reconstruct and how to stitch it.

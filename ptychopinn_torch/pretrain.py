@@ -37,10 +37,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["pretrain"]
 
 
-def _needs_labels(config: TrainingConfig) -> bool:
-    return config.model.model_type == "supervised" or config.realspace_weight > 0
-
-
 def pretrain(
     probe_scan: RawData | str | os.PathLike[str],
     training_config: TrainingConfig,
@@ -76,7 +72,7 @@ def pretrain(
     config = training_config
     check_scan(probe_scan, config.model, "probe scan (--probe-from)",
                training=config.nphotons is None)
-    with_labels = _needs_labels(config)
+    with_labels = config.uses_labels
     nphotons = check_pretraining_inputs(probe_scan, n_objects, object_kinds, config.nphotons,
                                         with_labels)
     seed = execution.seed

@@ -251,6 +251,16 @@ def test_a_probe_without_symmetry_disables_the_flips(tiny_raw, tiny_training_con
     assert result.summary["augmentation"]["transforms"] == ["identity"]
     assert set(result.summary["augmentation"]["skipped_asymmetry"]) == {
         t.name for t in DIHEDRAL_TRANSFORMS[1:]}
+    # The tolerance decides what counts as invariant: the shifted probe's transpose
+    # (asymmetry 0.39, the smallest) passes 0.5, nothing else does.
+    skipped = result.summary["augmentation"]["skipped_asymmetry"]
+    assert sorted(skipped, key=skipped.get)[:2] == ["transpose", "flip_y"]
+    assert skipped["transpose"] < 0.5 < skipped["flip_y"]
+    loose = train(shifted, None, tiny_training_config(nepochs=1, augment_flips=True,
+                                                      augment_probe_tolerance=0.5),
+                  cpu_execution(logger="none"), write_bundle=False, overwrite=True)
+    assert isinstance(loose.module.trainer.datamodule.train_set, AugmentedGroups)
+    assert loose.summary["augmentation"]["transforms"] == ["identity", "transpose"]
 
 
 # ------------------------------------------------------------------ regroup_each_epoch

@@ -172,6 +172,23 @@ def test_pretrain_quiet_prints_only_the_result(tmp_path, experiment_file, capsys
     assert out.splitlines()[0].startswith("bundle_path: ")
 
 
+def test_python_api_pretrains_from_a_path(tmp_path, experiment_file, tiny_training_config,
+                                          cpu_execution):
+    from ptychopinn import workflows
+
+    config = tiny_training_config(nepochs=1, nphotons=5e4)
+    result = workflows.pretrain_with_backend(str(experiment_file), config,
+                                             cpu_execution(logger="none", seed=3),
+                                             n_objects=1, object_kinds=["natural"])
+    record = result.summary["pretraining"]
+    assert result.bundle_path.is_file()
+    assert record["probe_source"] == str(experiment_file)
+    assert record["probe_source_sha256"] == file_sha256(experiment_file)
+    assert record["object_kinds"] == ["natural"] and record["object_seeds"] == [3]
+    assert record["nphotons"] == 5e4 and record["nphotons_from"] == "nphotons"
+    assert result.summary["mean_total_counts"] == pytest.approx(5e4, rel=0.02)
+
+
 def _scan_without_probe(path: Path, experiment: RawData) -> None:
     arrays = experiment.to_arrays()
     del arrays["probeGuess"]

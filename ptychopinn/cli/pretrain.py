@@ -97,9 +97,8 @@ def _run(argv: list[str] | None, prog: str) -> int:
     require(parser, resolved, REQUIRED)
     scan, test_data, training, execution = train_cli.checked_inputs(
         parser, args, resolved, "--probe-from", lambda config: args.probe_from)
-    with_labels = training.model.model_type == "supervised" or training.realspace_weight > 0
     run_reporting_errors(parser, lambda: check_pretraining_inputs(
-        scan, args.n_objects, args.object_kinds, training.nphotons, with_labels,
+        scan, args.n_objects, args.object_kinds, training.nphotons, training.uses_labels,
         what=f"--probe-from {args.probe_from}"), resolved)
     check_fresh_output_dir(parser, "--output_dir", training.output_dir,
                            overwrite=args.overwrite, resume=args.resume)
