@@ -37,7 +37,12 @@ from ptychopinn._io import (
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.config_file import CONFIG_FILENAME, write_config_file
 from ptychopinn.data import DataContractError, RawData, concatenate_scans
-from ptychopinn.grouping import ScanScales, group_for_training, regroup_raw_data
+from ptychopinn.grouping import (
+    GroupedData,
+    ScanScales,
+    group_for_training,
+    regroup_raw_data,
+)
 from ptychopinn.symmetry import probe_symmetries
 from ptychopinn_torch.bundle import BUNDLE_FILENAME, BundleError, bundle_sha256, save_bundle
 from ptychopinn_torch.datamodule import PtychoDataModule
@@ -271,7 +276,7 @@ def _prepare(
                   if val_grouped is not None else (None, None))
     regroup = None
     if config.regroup_each_epoch:
-        def regroup(epoch: int) -> Any:
+        def regroup(epoch: int) -> GroupedData:
             return regroup_raw_data(train_data, train_grouped, config.neighbor_count,
                                     config.subsample_seed, epoch)
 
