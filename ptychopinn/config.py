@@ -307,7 +307,11 @@ class TrainingConfig(_ConfigBase):
     ``validation_fraction`` is the share of groups held out (seeded by ``val_seed``) when
     there is no test file. ``neighbor_count=None`` means
     ``max(4, gridsize**2)`` and is stored resolved. Stages (epochs) move the loss from the
-    amplitude MAE to the Poisson NLL (specs/physics_and_losses.md); ``init_model`` starts
+    amplitude MAE to the Poisson NLL (specs/physics_and_losses.md). Augmentation:
+    ``regroup_each_epoch`` draws each group's members again every epoch (gridsize > 1);
+    ``augment_flips`` transforms training groups by the dihedral transforms under which
+    the probe is invariant to within ``augment_probe_tolerance`` (relative L2 norm,
+    ``ptychopinn.symmetry``). ``init_model`` starts
     from a trained bundle with the learning rate scaled by ``fine_tune_gamma``;
     ``experiment_name``, ``notes`` and ``model_name`` tag MLflow runs.
     """
@@ -330,6 +334,9 @@ class TrainingConfig(_ConfigBase):
     intensity_scale_trainable: bool = True
     subsample_seed: int | None = 42
     sequential_sampling: bool = False
+    regroup_each_epoch: bool = False
+    augment_flips: bool = False
+    augment_probe_tolerance: float = 0.01
     validation_fraction: float = 0.05
     val_seed: int | None = 42
     stage_1_epochs: int = 0
@@ -386,9 +393,25 @@ class TrainingConfig(_ConfigBase):
             if self.nll_weight == 0 and self.mae_weight == 0:
                 self._err("nll_weight", "nll_weight and mae_weight cannot both be 0")
         self._check_bool(
-            "probe_trainable", "intensity_scale_trainable", "sequential_sampling"
+            "probe_trainable", "intensity_scale_trainable", "sequential_sampling",
+            "regroup_each_epoch", "augment_flips",
         )
         self._check_int("subsample_seed", 0, optional=True)
+        if self.regroup_each_epoch:
+            c = self.model.C
+            if c == 1:
+                self._err("regroup_each_epoch", "regrouping redraws a group's neighbours, "
+                          "so it needs model.gridsize > 1 (a group of gridsize 1 is its seed "
+                          "alone)")
+            if self.sequential_sampling:
+                self._err("regroup_each_epoch", "sequential_sampling takes the nearest "
+                          "neighbours, the same every epoch; turn one of them off")
+            if self.neighbor_count <= c:
+                self._err("regroup_each_epoch", f"with neighbor_count={self.neighbor_count} "
+                          f"<= gridsize**2 = {c} every group is its seed's {c} nearest "
+                          f"positions, the same every epoch; set neighbor_count > {c} "
+                          f"(e.g. {2 * c})")
+        self._check_real("augment_probe_tolerance", minimum=0.0, maximum=1.0)
         self._check_real(
             "validation_fraction", minimum=0.0, maximum=1.0, exclusive_max=True
         )
@@ -414,6 +437,13 @@ class TrainingConfig(_ConfigBase):
             self._err("notes", "must be a string")
         self._check_bool("debug")
         _check_backend(self)
+
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether training compares with ground-truth labels (supervised, or a real-space
+        term): only then are labels needed (and kept by a pretraining's simulation)."""
+        return self.model.model_type == "supervised" or self.realspace_weight > 0
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import os
 import warnings
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ __all__ = [
     "RawData",
     "check_photon_scale",
     "check_positions",
+    "concatenate_scans",
     "counts_suspicion",
     "counts_to_amplitude",
     "warn_if_counts",
@@ -504,6 +506,126 @@ class RawData:
             raise save_failure(path, exc) from exc
 
 
+# --------------------------------------------------------------------------- several scans
+#: Relative L2 difference (after the best complex scale) above which a scan's probe counts
+#: as another probe than the first scan's in :func:`concatenate_scans`.
+PROBE_MISMATCH_TOLERANCE = 1e-3
+
+
+def _probe_mismatch(reference: np.ndarray, probe: np.ndarray) -> float:
+    """``min_a ||probe - a * reference|| / ||probe||`` over complex a (mode 0 of each)."""
+    ref = (reference if reference.ndim == 2 else reference[0]).astype(np.complex128)
+    other = (probe if probe.ndim == 2 else probe[0]).astype(np.complex128)
+    if ref.shape != other.shape:
+        return math.inf
+    norm_ref = float(np.vdot(ref, ref).real)
+    norm_other = float(np.linalg.norm(other))
+    if norm_ref == 0 or norm_other == 0:
+        return 0.0 if norm_ref == norm_other else math.inf
+    scale = np.vdot(ref, other) / norm_ref
+    return float(np.linalg.norm(other - scale * ref) / norm_other)
+
+
+def concatenate_scans(scans: Sequence[RawData]) -> RawData:
+    """Several scans as one :class:`RawData`, for training on all of them at once.
+
+    - ``scan_index`` numbers the scans 0, 1, ... in the order given (a part that holds
+      several scans already keeps them apart, renumbered). Grouping never forms a group
+      across scans (``ptychopinn.grouping``: a seed's neighbours are searched in its own
+      scan) and training normalises each scan on its own (``grouping.ScanScales``).
+    - Positions: scan 0 keeps its coordinates; every further scan is moved along x by a
+      whole number of pixels, so that its sub-pixel geometry is unchanged and its patches
+      start N pixels after the previous scan's end. With ``objectGuess`` in every scan the
+      objects are placed side by side, N pixels apart, in one ``objectGuess`` (zero
+      between them; height of the tallest) and each scan's positions move with its
+      object; otherwise ``objectGuess`` is None and the gap is measured between the
+      patches (positions +- N/2). Patches of different scans never overlap either way.
+    - The probe is the first scan's; a scan whose probe differs from it by more than
+      :data:`PROBE_MISMATCH_TOLERANCE` (relative, after the best complex scale, so a
+      probe scaled to another dose is the same probe) gets an ``InputWarning``.
+    - ``labels`` (and ``xcoords_start``/``ycoords_start``) are kept when every scan has
+      them, else dropped. ``sample_indices`` is not kept.
+
+    Raises:
+        DataContractError: no scans, an item that is not a RawData, or scans whose
+            pattern sizes differ.
+    """
+    scans = list(scans)
+    if not scans:
+        raise DataContractError("concatenate_scans needs at least one scan, got none")
+    for i, raw in enumerate(scans):
+        if not isinstance(raw, RawData):
+            raise DataContractError(
+                f"scan {i} is a {type(raw).__name__}, not a ptychopinn.data.RawData"
+            )
+    big_n = scans[0].N
+    for i, raw in enumerate(scans):
+        if raw.N != big_n:
+            raise DataContractError(
+                f"scan {i} has {raw.N}x{raw.N} patterns but scan 0 has {big_n}x{big_n}; "
+                "every scan trained together needs the same pattern size"
+            )
+        if i and (mismatch := _probe_mismatch(scans[0].probe_guess, raw.probe_guess)) \
+                > PROBE_MISMATCH_TOLERANCE:
+            warnings.warn(
+                f"scan {i}'s probe differs from scan 0's by {100 * mismatch:.3g} % (relative "
+                "L2 norm, after the best complex scale); every scan is trained with scan "
+                "0's probe",
+                InputWarning,
+                stacklevel=2,
+            )
+    with_objects = all(raw.object_guess is not None for raw in scans)
+    shifts: list[float] = []
+    next_left = 0.0  # where the next scan may begin: object column, or patch edge
+    for i, raw in enumerate(scans):
+        if with_objects:
+            shift = 0.0 if i == 0 else next_left
+            next_left = shift + raw.object_guess.shape[1] + big_n
+        else:
+            left = float(raw.xcoords.min()) - big_n / 2
+            shift = 0.0 if i == 0 else float(math.ceil(next_left - left))
+            next_left = float(raw.xcoords.max()) + shift + big_n / 2 + big_n
+        shifts.append(shift)
+
+    scan_index = []
+    first_id = 0
+    for raw in scans:
+        if raw.scan_index is None:
+            ids = np.zeros(raw.n_positions, dtype=np.int64)
+        else:
+            ids = np.unique(raw.scan_index, return_inverse=True)[1].reshape(-1)
+        scan_index.append(ids + first_id)
+        first_id += int(ids.max()) + 1
+
+    def joined(attr: str, shift: bool = False) -> np.ndarray | None:
+        parts = [getattr(raw, attr) for raw in scans]
+        if any(part is None for part in parts):
+            return None
+        if shift:
+            parts = [part + dx for part, dx in zip(parts, shifts, strict=True)]
+        return np.concatenate(parts, axis=0)
+
+    object_guess = None
+    if with_objects:
+        height = max(raw.object_guess.shape[0] for raw in scans)
+        width = int(shifts[-1]) + scans[-1].object_guess.shape[1]
+        object_guess = np.zeros((height, width), dtype=np.complex64)
+        for raw, dx in zip(scans, shifts, strict=True):
+            h, w = raw.object_guess.shape
+            object_guess[:h, int(dx):int(dx) + w] = raw.object_guess
+    return RawData(
+        diffraction=np.concatenate([raw.diffraction for raw in scans], axis=0),
+        xcoords=joined("xcoords", shift=True),
+        ycoords=joined("ycoords"),
+        probe_guess=scans[0].probe_guess,
+        object_guess=object_guess,
+        scan_index=np.concatenate(scan_index),
+        xcoords_start=joined("xcoords_start", shift=True),  # both or neither per scan
+        ycoords_start=joined("ycoords_start"),
+        labels=joined("labels"),
+    )
+
+
 def _read_key(path: Path, npz: Any, key: str) -> np.ndarray:
     try:
         return npz[key]
@@ -719,6 +841,16 @@ def check_positions(raw: RawData, gridsize: int, what: str) -> None:
             InputWarning,
             stacklevel=2,
         )
+    scan_ids = np.unique(raw.scan_index) if raw.scan_index is not None else np.zeros(1)
+    for sid in scan_ids if scan_ids.size > 1 and c > 1 else ():
+        in_scan = np.unique(positions[raw.scan_index == sid], axis=0).shape[0]
+        if in_scan < c:
+            raise DataContractError(
+                f"the {what} data holds {scan_ids.size} scans (scan_index) and scan {int(sid)} "
+                f"has only {in_scan} distinct position(s); a group never spans two scans and "
+                f"needs gridsize**2 = {c} distinct positions: drop that scan or use a "
+                "smaller gridsize"
+            )
     if raw.object_guess is not None:
         _check_inside_object(raw, what)
 

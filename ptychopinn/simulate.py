@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,8 @@ __all__ = [
     "FIXTURE_NAME",
     "OBJECT_KINDS",
     "PHASE_MAX_RAD",
+    "PRETRAIN_N_OBJECTS",
+    "PRETRAIN_OBJECT_KINDS",
     "PROBE_KINDS",
     "SCAN_KINDS",
     "SimulationError",
@@ -47,7 +49,10 @@ __all__ = [
     "required_object_size_px",
     "scale_probe_to_photons",
     "beamstop_mask",
+    "check_pretraining_inputs",
+    "simulate_at_positions",
     "simulate_dataset",
+    "simulate_pretraining_scans",
     "simulation_memory_bytes",
     "simulate_datasets",
     "simulate_diffraction",
@@ -656,8 +661,6 @@ def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture",
     else:
         shape = _as_shape(object_size_px)
 
-    from ptychopinn.data import RawData
-
     xcoords, ycoords = make_scan(scan_kind, n_positions, shape, N, step_px, jitter_px, seed + 1)
     if integer_positions:
         xcoords, ycoords = np.round(xcoords), np.round(ycoords)
@@ -671,19 +674,30 @@ def simulate_dataset(object_kind: str = "natural", probe_kind: str = "aperture",
         probe = _probe_2d(np.asarray(probe)).astype(np.complex64)
         if probe.shape != (N, N):
             raise SimulationError(f"probe must be ({N}, {N}), got {probe.shape}")
-    labels = extract_patches(obj, xcoords, ycoords, N)
+    return _scan_of_object(obj, probe, xcoords, ycoords, seed + 2, poisson, beamstop_diameter)
+
+
+def _scan_of_object(obj: np.ndarray, probe: np.ndarray, xcoords: np.ndarray,
+                    ycoords: np.ndarray, noise_seed: int, poisson: bool = True,
+                    beamstop_diameter: float = 0.0, with_labels: bool = True) -> RawData:
+    """The scan of ``obj`` with ``probe`` (photon units) at the positions: diffraction
+    (Poisson noise seeded by ``noise_seed``), the object and, if asked, the labels."""
+    from ptychopinn.data import RawData
+
+    n_big = probe.shape[-1]
+    labels = extract_patches(obj, xcoords, ycoords, n_big)
     expected = np.abs(far_field(labels.astype(np.complex128) * probe.astype(np.complex128))) ** 2
-    diffraction = _counts_to_amplitude(expected, seed + 2, poisson)
+    diffraction = _counts_to_amplitude(expected, noise_seed, poisson)
     if beamstop_diameter > 0:
-        diffraction[:, beamstop_mask(N, beamstop_diameter)] = 0.0
+        diffraction[:, beamstop_mask(n_big, beamstop_diameter)] = 0.0
     return RawData(
         diffraction=diffraction,
         xcoords=xcoords,
         ycoords=ycoords,
         probe_guess=probe,
         object_guess=obj,
-        scan_index=np.zeros(n_positions, dtype=np.int64),
-        labels=labels,
+        scan_index=np.zeros(xcoords.size, dtype=np.int64),
+        labels=labels if with_labels else None,
     )
 
 
@@ -699,6 +713,128 @@ def simulate_datasets(objects_per_probe: int = 1, seed: int = 0, **kwargs: objec
         simulate_dataset(seed=seed + 3 * i, probe=first.probe_guess, **kwargs)  # type: ignore[arg-type]
         for i in range(1, objects_per_probe)
     ]
+
+
+# --------------------------------------------------------------------------- pretraining
+#: Object kinds of a pretraining, used in turn (``ptychopinn pretrain --object-kinds``).
+PRETRAIN_OBJECT_KINDS: tuple[str, ...] = ("dead_leaves", "lines")
+#: Synthetic objects (one scan each) of a pretraining (``ptychopinn pretrain --n-objects``).
+PRETRAIN_N_OBJECTS = 8
+
+
+def _positions_in_object(xcoords: np.ndarray, ycoords: np.ndarray, N: int
+                         ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]:
+    """The positions moved by a whole number of pixels (sub-pixel geometry kept) into the
+    smallest object that holds them with the margins of :func:`make_scan`: returns
+    ``(x, y, (H, W), (dx, dy))``."""
+    lo = N / 2 + EDGE_MARGIN_PX
+    dx = math.ceil(lo - float(np.min(xcoords)))
+    dy = math.ceil(lo - float(np.min(ycoords)))
+    x = np.asarray(xcoords, dtype=np.float64) + dx
+    y = np.asarray(ycoords, dtype=np.float64) + dy
+    shape = (int(math.ceil(float(y.max()) + lo)) + 1, int(math.ceil(float(x.max()) + lo)) + 1)
+    return x, y, shape, (dx, dy)
+
+
+def simulate_at_positions(object_kind: str, probe: np.ndarray, xcoords: np.ndarray,
+                          ycoords: np.ndarray, nphotons: float, seed: int = 0,
+                          poisson: bool = True, with_labels: bool = True) -> RawData:
+    """A scan of a new synthetic object with a given probe and scan geometry.
+
+    The positions (object pixels) are moved by a whole number of pixels, so their
+    sub-pixel pattern stays, into the smallest object that holds every patch with the
+    margins of :func:`make_scan`; the object is ``make_object(object_kind, that shape,
+    seed)``. The probe (mode 0 of a (modes, N, N) probe) is rescaled by one real factor
+    (:func:`scale_probe_to_photons`) so that the mean total noise-free counts are
+    ``nphotons``; Poisson noise is seeded by ``seed + 2`` (as in :func:`simulate_dataset`).
+    """
+    _check_choice("object_kind", object_kind, OBJECT_KINDS)
+    probe = _probe_2d(np.asarray(probe))
+    _check_positive("nphotons", nphotons)
+    _check_photons(nphotons)
+    _check_seed(seed)
+    x, y, shape, _ = _positions_in_object(xcoords, ycoords, probe.shape[0])
+    obj = make_object(object_kind, shape, seed)
+    scaled = scale_probe_to_photons(obj, probe, x, y, nphotons)
+    return _scan_of_object(obj, scaled, x, y, seed + 2, poisson, with_labels=with_labels)
+
+
+def check_pretraining_inputs(scan: RawData, n_objects: int = PRETRAIN_N_OBJECTS,
+                             object_kinds: Sequence[str] = PRETRAIN_OBJECT_KINDS,
+                             nphotons: float | None = None, with_labels: bool = False,
+                             what: str = "the probe scan") -> float:
+    """Everything :func:`simulate_pretraining_scans` can refuse, checked before any
+    simulation: the object kinds and count, the probe (finite, not zero), the photons per
+    pattern (``nphotons``, else the scan's mean total counts, within
+    ``data.PHOTONS_PER_PATTERN_RANGE``) and the memory of the simulated scans. Returns
+    the photons per pattern to simulate."""
+    from ptychopinn.data import check_photon_scale
+    from ptychopinn.grouping import mean_total_counts
+    from ptychopinn.resources import memory_shortfall
+
+    if isinstance(n_objects, bool) or not isinstance(n_objects, int | np.integer) \
+            or n_objects < 1:
+        raise SimulationError(f"n_objects must be an integer >= 1, got {n_objects!r}")
+    kinds = list(object_kinds)
+    if not kinds:
+        raise SimulationError(f"object_kinds is empty; choose from {', '.join(OBJECT_KINDS)}")
+    for kind in kinds:
+        _check_choice("object kind", kind, OBJECT_KINDS)
+    probe = _probe_2d(scan.probe_guess)
+    if not np.any(probe):
+        raise SimulationError(f"the probeGuess of {what} is zero everywhere; a pretraining "
+                              "simulates with that probe, so it needs a real one")
+    if nphotons is None:
+        nphotons = mean_total_counts(scan.diffraction)
+        check_photon_scale(nphotons, f"{what}'s mean total counts (sum of amplitude**2 per "
+                           "pattern)", "the diffraction must be amplitude, sqrt(photon "
+                           "counts); or give the photons per pattern to simulate (--nphotons)")
+    else:
+        _check_positive("nphotons", nphotons)
+        _check_photons(nphotons)
+    n, big_n = scan.n_positions, scan.N
+    kept = n_objects * n * big_n * big_n * (4 + (8 if with_labels else 0))
+    _, _, shape, _ = _positions_in_object(scan.xcoords, scan.ycoords, big_n)
+    peak = kept + simulation_memory_bytes("raster", n, big_n, 1.0, object_shape=shape)
+    shortfall = memory_shortfall(peak, f"simulating {n_objects} scans of {n} patterns of "
+                                       f"{big_n}x{big_n} px")
+    if shortfall is not None:
+        raise SimulationError(f"{shortfall}; simulate fewer objects (n_objects)")
+    return float(nphotons)
+
+
+def simulate_pretraining_scans(
+    scan: RawData,
+    n_objects: int = PRETRAIN_N_OBJECTS,
+    object_kinds: Sequence[str] = PRETRAIN_OBJECT_KINDS,
+    nphotons: float | None = None,
+    seed: int = 0,
+    with_labels: bool = False,
+    progress: Callable[[int, int, RawData], None] | None = None,
+) -> list[RawData]:
+    """``n_objects`` synthetic scans for pretraining a network for the experiment ``scan``.
+
+    Scan i images a new object of kind ``object_kinds[i % len(object_kinds)]`` made with
+    seed ``seed + 3 i`` (Poisson noise ``seed + 3 i + 2``), with the experiment's own
+    probe (``scan.probe_guess``, mode 0) rescaled by a real factor to ``nphotons``
+    photons per pattern (default: ``scan``'s mean total counts), at the experiment's own
+    positions (moved into an object just large enough: :func:`simulate_at_positions`).
+    Labels are kept only ``with_labels`` (supervised training). ``progress(i, n_objects,
+    raw)`` is called after each scan. Inputs are checked first
+    (:func:`check_pretraining_inputs`).
+    """
+    nphotons = check_pretraining_inputs(scan, n_objects, object_kinds, nphotons, with_labels)
+    _check_seed(seed)
+    kinds = list(object_kinds)
+    scans = []
+    for i in range(n_objects):
+        raw = simulate_at_positions(kinds[i % len(kinds)], scan.probe_guess, scan.xcoords,
+                                    scan.ycoords, nphotons, seed + 3 * i,
+                                    with_labels=with_labels)
+        scans.append(raw)
+        if progress is not None:
+            progress(i + 1, n_objects, raw)
+    return scans
 
 
 # --------------------------------------------------------------------------- fixture

@@ -9,6 +9,7 @@ workflow runs.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -46,7 +47,7 @@ def _backend(backend: str, part: str) -> ModuleType:
 
 
 def train_cdi_model_with_backend(
-    train_data: RawData,
+    train_data: RawData | Sequence[RawData],
     test_data: RawData | None,
     config: TrainingConfig,
     execution_config: ExecutionConfig | None = None,
@@ -55,12 +56,27 @@ def train_cdi_model_with_backend(
     overwrite: bool = False,
 ) -> Any:
     """Train with ``config.backend``; returns the backend's TrainingResult (history,
-    module, output paths). ``epoch_callback(report)`` returning False stops training;
+    module, output paths). ``train_data`` may be several scans (trained together, groups
+    never spanning two). ``epoch_callback(report)`` returning False stops training;
     ``resume`` continues from the output directory's last checkpoint; ``overwrite``
     replaces an earlier run in it."""
     train = _backend(config.backend, "train")
     return train.train(train_data, test_data, config, execution_config,
                        epoch_callback=epoch_callback, resume=resume, overwrite=overwrite)
+
+
+def pretrain_with_backend(
+    probe_scan: RawData | str | Path,
+    config: TrainingConfig,
+    execution_config: ExecutionConfig | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Pretrain with ``config.backend`` on synthetic scans made with ``probe_scan``'s
+    probe and positions; ``kwargs`` (``n_objects``, ``object_kinds``, ``test_data``,
+    ``resume``, ``overwrite``, ``init_model``, ``probe_source``, ``epoch_callback``) go
+    to the backend's ``pretrain``. Returns its TrainingResult."""
+    pretrain = _backend(config.backend, "pretrain")
+    return pretrain.pretrain(probe_scan, config, execution_config, **kwargs)
 
 
 def accelerator_problem_with_backend(accelerator: str, backend: str = "pytorch") -> str | None:

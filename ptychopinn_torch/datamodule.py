@@ -2,12 +2,21 @@
 
 A batch is a dict:
 - ``diffraction``: float32 (B, C, N, N), amplitude x ``input_scale`` (normalised units,
-  see specs/conventions.md),
+  see specs/conventions.md; the scale of the group's own scan),
 - ``local_offsets_px``: float32 (B, C, 2), (x, y) object pixels,
+- ``photon_scale`` (when given): float32 (B,), ``sqrt(photons per pattern of the group's
+  scan / those of the reference scan)``, by which the Poisson loss multiplies its
+  intensity scales (``grouping.ScanScales``),
 - ``labels`` (only when the data has them): complex64 (B, C, N, N) true object patches.
+
+Training groups may be augmented (``TrainingConfig.augment_flips``: a random dihedral
+transform per group and epoch, ``ptychopinn.symmetry``) and redrawn every epoch
+(``TrainingConfig.regroup_each_epoch``); validation groups never change.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import lightning as L
 import numpy as np
@@ -16,18 +25,29 @@ from torch.utils.data import DataLoader, Dataset
 
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.grouping import GroupedData
+from ptychopinn.symmetry import DihedralTransform, augment_group
 
 
 class GroupedDataset(Dataset):
-    """Normalised groups held as CPU tensors; one item is one group."""
+    """Normalised groups held as CPU tensors; one item is one group.
 
-    def __init__(self, grouped: GroupedData, input_scale: float, with_labels: bool = True):
+    ``input_scale`` is one number or one per group (G,); ``photon_scale`` (G,) adds the
+    batch key of that name."""
+
+    def __init__(self, grouped: GroupedData, input_scale: float | np.ndarray,
+                 with_labels: bool = True, photon_scale: np.ndarray | None = None):
+        scale = np.asarray(input_scale, dtype=np.float32)
+        if scale.ndim:  # one scale per group
+            scale = scale.reshape(-1, 1, 1, 1)
+        self.grouped = grouped
         self.diffraction = torch.from_numpy(
-            np.ascontiguousarray(grouped.diffraction * np.float32(input_scale), dtype=np.float32)
+            np.ascontiguousarray(grouped.diffraction * scale, dtype=np.float32)
         )
         self.local_offsets_px = torch.from_numpy(
             np.ascontiguousarray(grouped.local_offsets_px, dtype=np.float32)
         )
+        self.photon_scale = None if photon_scale is None else torch.from_numpy(
+            np.ascontiguousarray(photon_scale, dtype=np.float32).reshape(-1))
         self.labels = None
         if with_labels and grouped.labels is not None:
             self.labels = torch.from_numpy(np.ascontiguousarray(grouped.labels, dtype=np.complex64))
@@ -40,8 +60,42 @@ class GroupedDataset(Dataset):
             "diffraction": self.diffraction[index],
             "local_offsets_px": self.local_offsets_px[index],
         }
+        if self.photon_scale is not None:
+            item["photon_scale"] = self.photon_scale[index]
         if self.labels is not None:
             item["labels"] = self.labels[index]
+        return item
+
+
+class AugmentedGroups(Dataset):
+    """Groups of ``dataset`` under a dihedral transform drawn uniformly from
+    ``transforms`` for every item fetched (torch's global generator, which
+    ``seed_everything`` seeds, also in DataLoader workers): patterns and labels
+    transformed, offsets mapped, members in canonical order
+    (:func:`ptychopinn.symmetry.augment_group`)."""
+
+    def __init__(self, dataset: Dataset, transforms: Sequence[DihedralTransform],
+                 gridsize: int):
+        self.dataset = dataset
+        self.transforms = tuple(transforms)
+        self.gridsize = int(gridsize)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = dict(self.dataset[index])
+        transform = self.transforms[int(torch.randint(len(self.transforms), (1,)))]
+        if transform.name == "identity":
+            return item
+        labels = item.get("labels")
+        patterns, offsets, patches = augment_group(
+            item["diffraction"].numpy(), item["local_offsets_px"].numpy(), self.gridsize,
+            transform, None if labels is None else labels.numpy())
+        item["diffraction"] = torch.from_numpy(np.ascontiguousarray(patterns))
+        item["local_offsets_px"] = torch.from_numpy(np.ascontiguousarray(offsets))
+        if patches is not None:
+            item["labels"] = torch.from_numpy(np.ascontiguousarray(patches))
         return item
 
 
@@ -66,40 +120,83 @@ class PtychoDataModule(L.LightningDataModule):
     Validation comes from the test data when given, else from a split of the training
     groups (``TrainingConfig.validation_fraction``, seeded by ``val_seed``). Only the
     training loader drops an incomplete last batch (``ExecutionConfig.drop_last``).
+    ``input_scale`` / ``photon_scale`` are per group (or one input scale for all).
+    ``regroup(epoch)`` (``regroup_each_epoch``) returns the training groups of an epoch
+    >= 1, with the same seeds in the same order; :meth:`set_augmentation` turns the
+    dihedral augmentation on. The trainer then reloads the training loader every epoch.
     """
 
     def __init__(
         self,
         train_grouped: GroupedData,
-        input_scale: float,
+        input_scale: float | np.ndarray,
         training_config: TrainingConfig,
         execution_config: ExecutionConfig,
         val_grouped: GroupedData | None = None,
-        val_input_scale: float | None = None,
+        val_input_scale: float | np.ndarray | None = None,
+        *,
+        photon_scale: np.ndarray | None = None,
+        val_photon_scale: np.ndarray | None = None,
+        regroup: Callable[[int], GroupedData] | None = None,
     ):
         super().__init__()
         self.training_config = training_config
         self.execution_config = execution_config
-        full = GroupedDataset(train_grouped, input_scale)
+        self._scales = (input_scale, photon_scale)
+        self._regroup = regroup
+        self._transforms: tuple[DihedralTransform, ...] = ()
+        full = GroupedDataset(train_grouped, input_scale, photon_scale=photon_scale)
+        self._train_indices: list[int] | None = None
         if val_grouped is not None:
-            self.train_set: Dataset = full
+            self._plain_train_set: Dataset = full
             self.val_set: Dataset | None = GroupedDataset(
-                val_grouped, val_input_scale if val_input_scale is not None else input_scale
+                val_grouped, val_input_scale if val_input_scale is not None else input_scale,
+                photon_scale=val_photon_scale,
             )
         else:
             train_idx, val_idx = split_indices(
                 len(full), training_config.validation_fraction, training_config.val_seed
             )
-            self.train_set = torch.utils.data.Subset(full, train_idx.tolist())
+            self._train_indices = train_idx.tolist()
+            self._plain_train_set = torch.utils.data.Subset(full, self._train_indices)
             self.val_set = (
                 torch.utils.data.Subset(full, val_idx.tolist()) if len(val_idx) else None
             )
+        self.train_set: Dataset = self._plain_train_set
 
     @property
     def has_validation(self) -> bool:
         return self.val_set is not None and len(self.val_set) > 0
 
-    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False) -> DataLoader:
+    @property
+    def reloads_every_epoch(self) -> bool:
+        """Whether the training groups change from epoch to epoch (regrouping)."""
+        return self._regroup is not None
+
+    def set_augmentation(self, transforms: Sequence[DihedralTransform]) -> None:
+        """Augment the training groups with these transforms (identity among them); fewer
+        than two transforms means no augmentation."""
+        self._transforms = tuple(transforms) if len(transforms) > 1 else ()
+        self.train_set = self._augmented(self._plain_train_set)
+
+    def _augmented(self, dataset: Dataset) -> Dataset:
+        if not self._transforms:
+            return dataset
+        return AugmentedGroups(dataset, self._transforms, self.training_config.model.gridsize)
+
+    def train_set_for_epoch(self, epoch: int) -> Dataset:
+        """The training dataset of ``epoch`` (0-based): the groups drawn at setup in
+        epoch 0 and without regrouping, else those ``regroup(epoch)`` draws."""
+        if self._regroup is None or epoch == 0:
+            return self.train_set
+        full = GroupedDataset(self._regroup(epoch), self._scales[0],
+                              photon_scale=self._scales[1])
+        if self._train_indices is not None:
+            full = torch.utils.data.Subset(full, self._train_indices)
+        return self._augmented(full)
+
+    def _loader(self, dataset: Dataset, shuffle: bool, drop_last: bool = False,
+                epoch: int = 0) -> DataLoader:
         ex = self.execution_config
         kwargs: dict = {
             "batch_size": self.training_config.batch_size,
@@ -113,12 +210,20 @@ class PtychoDataModule(L.LightningDataModule):
             if ex.prefetch_factor is not None:
                 kwargs["prefetch_factor"] = ex.prefetch_factor
         if shuffle:
-            kwargs["generator"] = torch.Generator().manual_seed(ex.seed)
+            # A loader rebuilt for epoch e >= 1 (regrouping) shuffles with its own seed,
+            # derived from (seed, e): not the same order every epoch, and reproducible
+            # after a resume.
+            seed = ex.seed if epoch == 0 else int(
+                np.random.SeedSequence([ex.seed, epoch]).generate_state(1)[0])
+            kwargs["generator"] = torch.Generator().manual_seed(seed)
         return DataLoader(dataset, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=not self.training_config.sequential_sampling,
-                            drop_last=self.execution_config.drop_last)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        return self._loader(self.train_set_for_epoch(epoch),
+                            shuffle=not self.training_config.sequential_sampling,
+                            drop_last=self.execution_config.drop_last,
+                            epoch=epoch if self.reloads_every_epoch else 0)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.has_validation:

@@ -97,12 +97,20 @@ class PtychoPINNModule(L.LightningModule):
         fm = self.forward_model
         supervised = self.model_config.model_type == "supervised"
         predicted = None if supervised else fm(out.obj, batch["local_offsets_px"])
+        intensity_scale, data_intensity_scale = fm.intensity_scale, fm.data_intensity_scale
+        photon_scale = batch.get("photon_scale")
+        if photon_scale is not None:
+            # Several scans of different dose: each pattern's counts are its own scan's
+            # (grouping.ScanScales), the normalised amplitudes are dose-free.
+            photon_scale = photon_scale.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
+            intensity_scale = intensity_scale * photon_scale
+            data_intensity_scale = data_intensity_scale * photon_scale
         terms = physics.total_loss(
             self.training_config,
             pred_amp=predicted,
             meas_amp=x,
-            intensity_scale=fm.intensity_scale,
-            meas_intensity_scale=fm.data_intensity_scale,
+            intensity_scale=intensity_scale,
+            meas_intensity_scale=data_intensity_scale,
             obj=out.obj,
             amp=out.amplitude,
             phase=out.phase,

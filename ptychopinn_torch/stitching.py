@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ptychopinn.symmetry import mirror_index  # the one mirror convention
+
 __all__ = ["StitchResult", "Stitcher", "mirror_index", "stitch_patches"]
 
 _WEIGHTINGS = ("uniform", "probe")
@@ -74,15 +76,6 @@ def _positions(positions_px: Any, name: str) -> np.ndarray:
     if not np.all(np.isfinite(pos)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return pos
-
-
-def mirror_index(n: int) -> np.ndarray:
-    """Index that mirrors an axis of length ``n`` about its centre pixel ``n // 2``.
-
-    ``out[k] = in[(2 * (n // 2) - k) % n]``: the centre pixel (which sits on the scan
-    position) stays put; for even ``n`` index 0 has no partner and maps onto itself.
-    """
-    return (2 * (n // 2) - np.arange(n)) % n
 
 
 class Stitcher:

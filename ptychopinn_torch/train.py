@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +36,14 @@ from ptychopinn._io import (
 )
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.config_file import CONFIG_FILENAME, write_config_file
-from ptychopinn.data import DataContractError, RawData
-from ptychopinn.grouping import group_for_training, input_scale, mean_total_counts
+from ptychopinn.data import DataContractError, RawData, concatenate_scans
+from ptychopinn.grouping import (
+    GroupedData,
+    ScanScales,
+    group_for_training,
+    regroup_raw_data,
+)
+from ptychopinn.symmetry import probe_symmetries
 from ptychopinn_torch.bundle import BUNDLE_FILENAME, BundleError, bundle_sha256, save_bundle
 from ptychopinn_torch.datamodule import PtychoDataModule
 from ptychopinn_torch.inference import LoadedModel, load_model
@@ -108,7 +114,7 @@ def check_training_inputs(
 
 
 def train(
-    train_data: RawData,
+    train_data: RawData | Sequence[RawData],
     test_data: RawData | None,
     training_config: TrainingConfig,
     execution_config: ExecutionConfig | None = None,
@@ -117,8 +123,16 @@ def train(
     write_bundle: bool = True,
     init_model: str | Path | LoadedModel | None = None,
     overwrite: bool = False,
+    extra_summary: Mapping[str, Any] | None = None,
 ) -> TrainingResult:
     """Train a model on ``train_data`` (validation on ``test_data`` or a seeded split).
+
+    ``train_data`` may be several scans (a sequence, joined by
+    :func:`ptychopinn.data.concatenate_scans`, or one RawData whose ``scan_index`` tells
+    them apart): groups never span two scans, each scan is normalised on its own and the
+    Poisson loss sees each scan's own photon counts (``grouping.ScanScales``); the probe
+    is the first scan's. ``extra_summary`` adds JSON-able keys to the bundle's training
+    summary (e.g. what a pretraining simulated).
 
     Writes checkpoints under ``<output_dir>/checkpoints``, logs under
     ``<output_dir>/lightning_logs``, the configuration used as
@@ -143,6 +157,8 @@ def train(
     config = training_config
     execution = execution_config or ExecutionConfig()
     output_dir = Path(config.output_dir)
+    if not isinstance(train_data, RawData):
+        train_data = concatenate_scans(train_data)
     if resume and overwrite:
         raise TrainingSetupError(
             "--resume continues the run in --output_dir and --overwrite replaces it; "
@@ -160,7 +176,7 @@ def train(
     with _debug_logging(config.debug):
         if launched_worker():  # a DDP worker process; its launcher holds the lock
             run = _prepare(train_data, test_data, config, execution, epoch_callback, parent)
-            return _fit(run, config, execution, resume_point, write_bundle)
+            return _fit(run, config, execution, resume_point, write_bundle, extra_summary)
         with ExitStack() as lock:
             # An existing directory is locked at once, so a second run is refused before
             # it builds anything; a new one only after the setup checks (which may refuse
@@ -178,7 +194,7 @@ def train(
             if overwrite:
                 # Only now: every check has passed, so a refused run deletes nothing.
                 shutil.rmtree(output_dir / CHECKPOINT_DIRNAME, ignore_errors=True)
-            return _fit(run, config, execution, resume_point, write_bundle)
+            return _fit(run, config, execution, resume_point, write_bundle, extra_summary)
 
 
 def _completed_run(
@@ -218,10 +234,10 @@ class _PreparedRun:
     trainer: L.Trainer
     history: HistoryCallback
     monitor: str
-    input_scale: float
-    mean_total_counts: float
+    scales: ScanScales
     train_data: RawData  # after n_subsample
     parent: LoadedModel | None
+    augmentation: dict[str, Any] | None
 
 
 def _prepare(
@@ -250,17 +266,30 @@ def _prepare(
         logger.debug("subsampled %d of the training positions", train_data.n_positions)
     train_grouped = group_for_training(train_data, config)
     val_grouped = group_for_training(test_data, config) if test_data is not None else None
-    train_input_scale = input_scale(train_data.diffraction)
-    counts = mean_total_counts(train_data.diffraction)
+    # One scale per scan (one scan: as before); the first scan is the photon reference.
+    scales = ScanScales.of(train_data)
+    train_input_scale = float(scales.input_scales[0])
+    counts = scales.reference_counts
     intensity_scale = intensity_scale_for(config.nphotons, counts, config.model.N)
+    group_input_scales, group_photon_scales = scales.for_groups(train_grouped)
+    val_scales = (ScanScales.of(test_data, reference_counts=counts).for_groups(val_grouped)
+                  if val_grouped is not None else (None, None))
+    regroup = None
+    if config.regroup_each_epoch:
+        def regroup(epoch: int) -> GroupedData:
+            return regroup_raw_data(train_data, train_grouped, config.neighbor_count,
+                                    config.subsample_seed, epoch)
 
     datamodule = PtychoDataModule(
         train_grouped,
-        train_input_scale,
+        group_input_scales,
         config,
         execution,
         val_grouped=val_grouped,
-        val_input_scale=input_scale(test_data.diffraction) if test_data is not None else None,
+        val_input_scale=val_scales[0],
+        photon_scale=group_photon_scales,
+        val_photon_scale=val_scales[1],
+        regroup=regroup,
     )
     if execution.drop_last and len(datamodule.train_set) < config.batch_size:
         raise TrainingSetupError(
@@ -284,15 +313,40 @@ def _prepare(
     )
     if parent is not None:
         load_initial_weights(module, parent)
-    logger.debug("%d training groups, %d validation groups, input scale %.4g, intensity "
-                 "scale %.4g, monitor %s", len(datamodule.train_set),
-                 len(datamodule.val_set) if datamodule.has_validation else 0,
+    augmentation = _set_up_augmentation(datamodule, module, config) if config.augment_flips \
+        else None
+    logger.debug("%d training groups, %d validation groups, %d scan(s), input scale %.4g, "
+                 "intensity scale %.4g, monitor %s", len(datamodule.train_set),
+                 len(datamodule.val_set) if datamodule.has_validation else 0, scales.n_scans,
                  train_input_scale, intensity_scale, monitor)
     history = HistoryCallback(epoch_callback=epoch_callback,
                               log_each_epoch=not execution.enable_progress_bar)
     trainer = build_trainer(config, execution, monitor, history, datamodule.has_validation)
-    return _PreparedRun(module, datamodule, trainer, history, monitor, train_input_scale,
-                        counts, train_data, parent)
+    return _PreparedRun(module, datamodule, trainer, history, monitor, scales, train_data,
+                        parent, augmentation)
+
+
+def _set_up_augmentation(datamodule: PtychoDataModule, module: PtychoPINNModule,
+                         config: TrainingConfig) -> dict[str, Any]:
+    """TrainingConfig.augment_flips: the dihedral transforms under which the forward
+    model's probe is invariant (ptychopinn.symmetry) augment the training groups; the
+    log says which were kept and which skipped. Returns that, for the summary."""
+    probe = module.forward_model.probe.detach().cpu().numpy()
+    kept, skipped = probe_symmetries(probe, config.augment_probe_tolerance)
+    datamodule.set_augmentation(kept)
+    names = [t.name for t in kept]
+    why = ", ".join(f"{name} ({value:.3g})" for name, value in skipped.items())
+    if len(kept) > 1:
+        logger.info("augmentation: dihedral transforms used: %s%s", ", ".join(names),
+                    f"; skipped, the probe is not invariant within "
+                    f"{config.augment_probe_tolerance:g} (relative asymmetry): {why}"
+                    if skipped else "")
+    else:
+        logger.warning("augment_flips: the probe is invariant under no dihedral transform "
+                       "within augment_probe_tolerance=%g (relative asymmetry: %s); "
+                       "training without flips", config.augment_probe_tolerance, why)
+    return {"transforms": names, "skipped_asymmetry": dict(skipped),
+            "probe_tolerance": config.augment_probe_tolerance}
 
 
 def _fit(
@@ -301,6 +355,7 @@ def _fit(
     execution: ExecutionConfig,
     resume_point: ResumePoint | None,
     write_bundle: bool,
+    extra_summary: Mapping[str, Any] | None = None,
 ) -> TrainingResult:
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -341,10 +396,15 @@ def _fit(
         "val_loss_history": list(losses["val_loss"]),
         "training_time_s": elapsed,
         "monitor": run.monitor,
-        "input_scale": run.input_scale,
-        "mean_total_counts": run.mean_total_counts,
+        "input_scale": float(run.scales.input_scales[0]),
+        "mean_total_counts": run.scales.reference_counts,
         "torch_version": torch.__version__,
     }
+    if run.scales.n_scans > 1:
+        summary["scans"] = run.scales.summary()
+    if run.augmentation is not None:
+        summary["augmentation"] = run.augmentation
+    summary.update(extra_summary or {})
     if parent is not None:
         summary["parent_bundle"] = str(parent.source_path)
         summary["parent_bundle_sha256"] = (bundle_sha256(parent.source_path)

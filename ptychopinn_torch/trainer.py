@@ -472,4 +472,7 @@ def build_trainer(
         num_sanity_val_steps=0,
         # Without validation data the validation loop is skipped, not run on nothing.
         limit_val_batches=None if has_validation else 0,
+        # Regrouping draws new training groups every epoch: the data module builds them
+        # in train_dataloader, which Lightning then calls at each epoch's start.
+        reload_dataloaders_every_n_epochs=1 if training_config.regroup_each_epoch else 0,
     )

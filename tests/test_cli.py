@@ -499,7 +499,7 @@ def test_ptychopinn_command_help_and_unknown_command(capsys):
 
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in ("train", "infer", "simulate"))
+    assert all(name in out for name in ("train", "infer", "simulate", "pretrain"))
     assert main(["fit"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'fit'" in err[0] and "train, infer, simulate" in err[0]
@@ -511,6 +511,7 @@ def test_ptychopinn_command_help_and_unknown_command(capsys):
     [(["-m", "ptychopinn", "train"], "ptychopinn train"),
      (["-m", "ptychopinn", "infer"], "ptychopinn infer"),
      (["-m", "ptychopinn", "simulate"], "ptychopinn simulate"),
+     (["-m", "ptychopinn", "pretrain"], "ptychopinn pretrain"),
      (["-m", "ptychopinn_torch.train"], "python -m ptychopinn_torch.train"),
      (["-m", "ptychopinn_torch.inference"], "python -m ptychopinn_torch.inference"),
      (["-m", "ptychopinn.simulate"], "python -m ptychopinn.simulate")],

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ptychopinn.cli import infer as infer_cli
+from ptychopinn.cli import pretrain as pretrain_cli
 from ptychopinn.cli import simulate as simulate_cli
 from ptychopinn.cli import train as train_cli
 from ptychopinn.config import ExecutionConfig, InferenceConfig, TrainingConfig
@@ -45,8 +46,9 @@ def one_error_line(main, argv, capsys, code: int = 2) -> str:
 
 # ------------------------------------------------------------------ both spellings
 @pytest.mark.parametrize("parser_factory", [train_cli.build_parser, infer_cli.build_parser,
-                                            simulate_cli.build_parser],
-                         ids=["train", "infer", "simulate"])
+                                            simulate_cli.build_parser,
+                                            pretrain_cli.build_parser],
+                         ids=["train", "infer", "simulate", "pretrain"])
 def test_every_long_flag_answers_to_both_spellings(parser_factory):
     parser = parser_factory()
     options = parser._option_string_actions
@@ -380,7 +382,9 @@ def _documented_flags(section_title: str) -> set[str]:
     (train_cli.build_parser, "## Training: `ptychopinn train`"),
     (infer_cli.build_parser, "## Inference: `ptychopinn infer`"),
     (simulate_cli.build_parser, "## Simulation: `ptychopinn simulate`"),
-], ids=["train", "infer", "simulate"])
+    # Pretraining shares the training flags; its own are a subsection of Training.
+    (pretrain_cli.build_parser, "## Training: `ptychopinn train`"),
+], ids=["train", "infer", "simulate", "pretrain"])
 def test_specs_cli_lists_every_flag(parser_factory, title):
     documented = _documented_flags(title)
     parser = parser_factory()
@@ -393,7 +397,7 @@ def test_specs_cli_lists_every_flag(parser_factory, title):
         assert set(shown) <= documented | {"--no-" + s[2:] for s in documented}, (
             f"{shown} missing from specs/cli.md {title}")
     known = {option for factory in (train_cli.build_parser, infer_cli.build_parser,
-                                    simulate_cli.build_parser)
+                                    simulate_cli.build_parser, pretrain_cli.build_parser)
              for option in factory()._option_string_actions}  # cross-references allowed
     stray = {f for f in documented if f not in known}
     assert not stray, f"specs/cli.md documents flags that do not exist: {stray}"

@@ -117,10 +117,13 @@ BAD_CASES = [
     ),
     *bad_values(
         TrainingConfig,
-        ("probe_trainable", "intensity_scale_trainable", "sequential_sampling"),
+        ("probe_trainable", "intensity_scale_trainable", "sequential_sampling",
+         "regroup_each_epoch", "augment_flips"),
         (1, "yes", None),
         BOOL,
     ),
+    *bad_values(TrainingConfig, ("augment_probe_tolerance",),
+                (-0.01, 1.5, math.nan, True, "0.01", None), ("finite", "[0.0", "1.0]")),
     *bad_values(TrainingConfig, ("subsample_seed",), (-1, 1.5, True, "42"), (">= 0", "None")),
     *bad_values(
         TrainingConfig,
@@ -537,6 +540,8 @@ def _samples(tmp: Path) -> dict[type, Any]:
         intensity_scale_trainable=False,
         subsample_seed=None,
         sequential_sampling=True,
+        augment_flips=True,
+        augment_probe_tolerance=0.05,
         validation_fraction=0.0,
         val_seed=None,
         physics_weight_schedule="linear",
@@ -607,10 +612,14 @@ def _samples(tmp: Path) -> dict[type, Any]:
 
 
 SINGLE_VALUED = {"backend"}  # only "pytorch" is allowed, so no non-default value exists
-# Stages need a pinn/poisson model and the inference sample names a run id instead of a
-# path; STAGED and the run-id-free sample below set these fields.
-ELSEWHERE = {"stage_1_epochs", "stage_2_epochs", "stage_3_epochs", "model_path"}
+# Stages need a pinn/poisson model, regrouping needs random sampling and the inference
+# sample names a run id instead of a path; STAGED, REGROUPED and the run-id-free sample
+# below set these fields.
+ELSEWHERE = {"stage_1_epochs", "stage_2_epochs", "stage_3_epochs", "model_path",
+             "regroup_each_epoch"}
 STAGED = TrainingConfig(nepochs=9, stage_1_epochs=2, stage_2_epochs=3, stage_3_epochs=4)
+REGROUPED = TrainingConfig(model=ModelConfig(gridsize=2), neighbor_count=6,
+                           regroup_each_epoch=True)
 
 
 @pytest.mark.parametrize("cls", CONFIG_CLASSES)
@@ -623,6 +632,8 @@ def test_samples_set_every_field_to_a_non_default(cls: type, tmp_path: Path) -> 
     for name in ("stage_1_epochs", "stage_2_epochs", "stage_3_epochs"):
         assert getattr(STAGED, name) != getattr(TrainingConfig(), name)
     assert TrainingConfig.from_json(STAGED.to_json()) == STAGED
+    assert REGROUPED.regroup_each_epoch != TrainingConfig().regroup_each_epoch
+    assert TrainingConfig.from_json(REGROUPED.to_json()) == REGROUPED
     assert InferenceConfig(model_path=tmp_path / "m.zip").model_path != InferenceConfig().model_path
 
 

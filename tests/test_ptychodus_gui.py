@@ -303,6 +303,29 @@ def test_fields_of_the_seed_knobs_follow_their_no_effect_rules(app):
 
 
 # ------------------------------------------------------------------------ item 12
+def test_augmentation_fields_follow_their_no_effect_rules(app):
+    """Regrouping needs groups with a choice of members; the symmetry tolerance needs the
+    flip augmentation (issue 8)."""
+    library = PtychoPINNReconstructorLibrary(SettingsRegistry())
+    settings = library.settings
+    pinn = PtychoPINNViewControllerFactory(library).create_view_controller('pinn')
+
+    regroup = pinn.field('PINNTraining', 'RegroupEachEpoch')
+    assert not regroup.isEnabled() and 'grid size 1' in regroup.toolTip()
+    settings.model.gridsize.set_value(2)
+    assert not regroup.isEnabled() and 'neighbours ≤ grid size²' in regroup.toolTip()
+    settings.training.neighbor_count.set_value(6)
+    assert regroup.isEnabled()
+    settings.training.sequential_sampling.set_value(True)
+    assert not regroup.isEnabled() and 'sequential sampling' in regroup.toolTip()
+
+    tolerance = pinn.field('PINNTraining', 'AugmentProbeTolerance')
+    assert pinn.field('PINNTraining', 'AugmentFlips').isEnabled()
+    assert not tolerance.isEnabled() and 'flip augmentation is off' in tolerance.toolTip()
+    settings.training.augment_flips.set_value(True)
+    assert tolerance.isEnabled()
+
+
 def test_every_field_has_a_one_sentence_tooltip(app):
     library = PtychoPINNReconstructorLibrary(SettingsRegistry())
     panel = PtychoPINNViewControllerFactory(library).create_view_controller('pinn')

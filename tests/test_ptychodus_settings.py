@@ -62,6 +62,12 @@ CASES = [
     ),
     ('PINNTraining', 'SubsampleSeed', '7', 'training', 'subsample_seed', 7),
     ('PINNTraining', 'SequentialSampling', 'true', 'training', 'sequential_sampling', True),
+    ('PINNTraining', 'RegroupEachEpoch', 'true', 'training', 'regroup_each_epoch', True),
+    ('PINNTraining', 'AugmentFlips', 'true', 'training', 'augment_flips', True),
+    (
+        'PINNTraining', 'AugmentProbeTolerance', '0.05', 'training', 'augment_probe_tolerance',
+        0.05,
+    ),
     ('PINNTraining', 'ValidationFraction', '0.2', 'training', 'validation_fraction', 0.2),
     ('PINNTraining', 'NumSubsample', '30', 'training', 'n_subsample', 30),
     ('PINNTraining', 'ValSeed', '5', 'training', 'val_seed', 5),
@@ -207,13 +213,17 @@ def test_settings_file_value_reaches_its_config_field(
     entries: dict[str, dict[str, str]] = {section: {key: text}}
     if key in ('PersistentWorkers', 'PrefetchFactor'):
         entries[section]['NumWorkers'] = '2'
+    if key == 'RegroupEachEpoch':  # regrouping needs groups with more than one choice
+        entries[section]['NeighborCount'] = '6'
+        entries['PINNModel'] = {'GridSize': '2'}
 
     registry.open_settings(_write_ini(tmp_path / 'settings.ini', entries))
     assert getattr(_configs(settings)[config], field) == expected
 
 
-# Training stages need the Poisson loss, so the LossMode=mae case cannot join them.
-APART = {('PINNTraining', 'LossMode')}
+# Training stages need the Poisson loss, so the LossMode=mae case cannot join them;
+# regrouping needs random sampling, so it cannot join SequentialSampling=true.
+APART = {('PINNTraining', 'LossMode'), ('PINNTraining', 'RegroupEachEpoch')}
 
 
 def test_all_cases_together_give_valid_configs(tmp_path):

@@ -213,6 +213,21 @@ def _without_split(s: PtychoPINNSettings, model_type: str) -> str:
     return '' if s.training.validation_fraction.get_value() > 0 else 'validation fraction is 0'
 
 
+def _without_regrouping(s: PtychoPINNSettings, model_type: str) -> str:
+    if reason := _single_positions(s, model_type):
+        return reason
+    if s.training.sequential_sampling.get_value():
+        return 'sequential sampling takes the same nearest neighbours every epoch'
+    gridsize = s.model.gridsize.get_value()
+    if s.training.neighbor_count.get_value() <= gridsize**2:
+        return 'neighbours ≤ grid size²: a group is always its seed\'s nearest positions'
+    return ''
+
+
+def _without_flips(s: PtychoPINNSettings, model_type: str) -> str:
+    return '' if s.training.augment_flips.get_value() else 'flip augmentation is off'
+
+
 def _without_mlflow(s: PtychoPINNSettings, model_type: str) -> str:
     kind = s.execution.logger.get_value()
     return '' if kind == 'mlflow' else f'the logger is {kind}, not mlflow'
@@ -366,6 +381,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(_T, 'SequentialSampling', 'sequential_sampling', False, 'Sequential sampling',
             'Take groups in scan order, without shuffling, instead of at random.',
             field='sequential_sampling'),
+    Setting(_T, 'RegroupEachEpoch', 'regroup_each_epoch', False, 'Regroup each epoch',
+            "Draw each group's other positions again every epoch from its seed's nearest "
+            'neighbours (needs grid size > 1 and more neighbours than grid size²).',
+            field='regroup_each_epoch', no_effect=_without_regrouping),
+    Setting(_T, 'AugmentFlips', 'augment_flips', False, 'Flip augmentation',
+            'Train also on flipped, transposed and quarter-turned groups, using only the '
+            'transforms that leave the probe unchanged.', field='augment_flips'),
+    Setting(_T, 'AugmentProbeTolerance', 'augment_probe_tolerance', 0.01,
+            'Probe symmetry tolerance',
+            'Largest relative change of the probe (L2 norm) under a flip or turn for the flip '
+            'augmentation to use it.', field='augment_probe_tolerance', minimum=0.0,
+            maximum=1.0, no_effect=_without_flips),
     Setting(_T, 'ValidationFraction', 'validation_fraction', 0.05, 'Validation fraction',
             'Share of the training groups held out for validation when the folder has no '
             'test_data.npz (0 = no validation).',

@@ -1,8 +1,8 @@
 """The ``ptychopinn`` command: one entry point, a subcommand per workflow.
 
-``ptychopinn train|infer|simulate [flags]`` (also ``python -m ptychopinn``). Each
-subcommand is the same parser as its own command line (``ptychopinn.cli.train``,
-``.infer``, ``.simulate``); the work goes through ``ptychopinn.workflows``. Modules here
+``ptychopinn train|infer|simulate|pretrain [flags]`` (also ``python -m ptychopinn``).
+Each subcommand is the same parser as its own command line (``ptychopinn.cli.train``,
+``.pretrain``, ``.infer``, ``.simulate``); the work goes through ``ptychopinn.workflows``. Modules here
 import no torch: parsing, ``--help`` and flag errors are fast.
 """
 
@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a model on a data-contract NPZ and write a model bundle"),
     "infer": ("infer", "reconstruct a scan with a trained model"),
     "simulate": ("simulate", "simulate a synthetic data set (NPZ)"),
+    "pretrain": ("pretrain", "pretrain a model on synthetic scans made with an experiment's "
+                 "probe and positions"),
 }
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ptychopinn import workflows
 from ptychopinn._io import file_sha256
@@ -62,10 +64,13 @@ REQUIRED = (("training", "train_data_file", "--train_data_file"),
             ("training", "output_dir", "--output_dir"))
 
 
-def _add_data_flags(p: argparse.ArgumentParser) -> None:
-    add_field_flag(p, "--train_data_file", section="training", name="train_data_file",
-                   type=Path, metavar="NPZ", default_text="required",
-                   help="Training NPZ dataset (specs/data_contract.md)")
+def add_data_flags(p: argparse.ArgumentParser, *, train_data_file: bool = True) -> None:
+    """--train_data_file (unless told not: pretraining simulates its training data),
+    --test_data_file, --output_dir, --init-model, --fine_tune_gamma, --resume, --overwrite."""
+    if train_data_file:
+        add_field_flag(p, "--train_data_file", section="training", name="train_data_file",
+                       type=Path, metavar="NPZ", default_text="required",
+                       help="Training NPZ dataset (specs/data_contract.md)")
     add_field_flag(p, "--test_data_file", section="training", name="test_data_file",
                    type=Path, metavar="NPZ", default_text="none: a seeded --val_split of "
                    "the training groups",
@@ -93,7 +98,12 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
                         "--resume such a directory is refused")
 
 
-def _add_training_flags(p: argparse.ArgumentParser) -> None:
+def add_training_flags(
+    p: argparse.ArgumentParser, *,
+    nphotons_help: tuple[str, str] = ("from the data", "Photons per pattern for the Poisson "
+                                      "scale"),
+) -> None:
+    """The TrainingConfig flags; ``nphotons_help`` is (default text, help) of --nphotons."""
     add_field_flag(p, "--max_epochs", "--nepochs", section="training", name="nepochs",
                    type=positive_int, metavar="INT", help="Maximum training epochs")
     add_field_flag(p, "--n_images", "--n_groups", section="training", name="n_groups",
@@ -107,16 +117,28 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     add_field_flag(p, "--subsample_seed", section="training", name="subsample_seed",
                    type=non_negative_int, metavar="INT",
                    help="Seed of the position subsample and of the group sampling")
-    add_switch(p, ["--sequential_sampling"], ["--no-sequential_sampling"], section="training",
-               name="sequential_sampling",
-               help_on="Take positions in scan order instead of sampling them",
-               help_off="Sample positions at random (seeded)")
+    for name, help_on, help_off in (
+        ("sequential_sampling", "Take positions in scan order instead of sampling them",
+         "Sample positions at random (seeded)"),
+        ("regroup_each_epoch", "Draw each group's other members again every epoch from the "
+         "seed's --neighbor_count nearest (seeded by the epoch; needs --gridsize > 1 and "
+         "--neighbor_count > gridsize**2)", "Keep the groups drawn at the start for every "
+         "epoch"),
+        ("augment_flips", "Augment the training groups with the flips, transposes and "
+         "quarter turns about the centre pixel under which the probe is invariant (within "
+         "--augment_probe_tolerance); the log names those used", "No flip augmentation"),
+    ):
+        add_switch(p, [f"--{name}"], [f"--no-{name}"], section="training", name=name,
+                   help_on=help_on, help_off=help_off)
+    add_field_flag(p, "--augment_probe_tolerance", section="training",
+                   name="augment_probe_tolerance", type=number, metavar="FRACTION",
+                   help="Largest relative asymmetry of the probe (L2 norm, best constant "
+                        "phase) under a transform for --augment_flips to use it, in [0, 1]")
     add_field_flag(p, "--batch_size", section="training", name="batch_size",
                    type=positive_int, metavar="INT",
                    help="Training batch size in groups; also the default inference batch size")
     add_field_flag(p, "--nphotons", section="training", name="nphotons", type=positive_float,
-                   metavar="FLOAT", default_text="from the data",
-                   help="Photons per pattern for the Poisson scale")
+                   metavar="FLOAT", default_text=nphotons_help[0], help=nphotons_help[1])
     add_field_flag(p, "--neighbor_count", section="training", name="neighbor_count",
                    type=positive_int, metavar="INT", default_text="max(4, gridsize**2)",
                    help="Nearest neighbours to draw each group from")
@@ -156,7 +178,8 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                help_off="Normal verbosity")
 
 
-def _add_model_flags(p: argparse.ArgumentParser) -> None:
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The ModelConfig flags."""
     add_field_flag(p, "--N", section="model", name="N", type=int, choices=SUPPORTED_N,
                    default_text="from the data", help="Pattern size in pixels")
     add_field_flag(p, "--gridsize", section="model", name="gridsize", type=positive_int,
@@ -186,7 +209,8 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
                    help="Odd side of the decoder's spatial-attention kernel, pixels")
 
 
-def _add_run_flags(p: argparse.ArgumentParser) -> None:
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """The ExecutionConfig flags of training."""
     add_execution_flags(p, inference=False)
     add_field_flag(p, "--devices", section="execution", name="devices", metavar="INT|auto",
                    help="Devices per node, or auto")
@@ -267,10 +291,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         epilog=TWIN_NOTE + "; every execution flag also answers to --torch-<flag>.",
     )
     add_config_flags(p, PROG)
-    _add_data_flags(p)
-    _add_training_flags(p)
-    _add_model_flags(p)
-    _add_run_flags(p)
+    add_data_flags(p)
+    add_training_flags(p)
+    add_model_flags(p)
+    add_run_flags(p)
     return p
 
 
@@ -322,6 +346,25 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
 def _run(argv: list[str] | None, prog: str) -> int:
     parser, args, resolved = parse_command_line(build_parser, argv, prog, SECTIONS)
     require(parser, resolved, REQUIRED)
+    train_data, test_data, training, execution = checked_inputs(
+        parser, args, resolved, "--train_data_file", lambda config: config.train_data_file)
+    check_fresh_output_dir(parser, "--output_dir", training.output_dir,
+                           overwrite=args.overwrite, resume=args.resume)
+    result = run_reporting_errors(parser, lambda: workflows.train_cdi_model_with_backend(
+        train_data, test_data, training, execution, resume=args.resume,
+        overwrite=args.overwrite), resolved)
+    return report_result(result, training, prog)
+
+
+def checked_inputs(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, resolved: ResolvedValues,
+    data_flag: str, data_path: Callable[[TrainingConfig], Path | None],
+) -> tuple[RawData, RawData | None, TrainingConfig, ExecutionConfig]:
+    """The checks of a training command line up to its data, in order (exit 2 on the
+    first failure): --resume with --overwrite, every value (configs, with N checked once
+    the data tell it), the accelerator, the input files (``data_flag`` names the one
+    ``data_path(config)`` returns), --init-model, the data contract, the pattern size.
+    Returns the data, the test data and the configs."""
     if args.resume and args.overwrite:
         parser.error("--resume continues the run in --output_dir and --overwrite replaces "
                      "it; give one of them")
@@ -329,30 +372,29 @@ def _run(argv: list[str] | None, prog: str) -> int:
     pre_training, pre_execution = build_or_exit(
         parser, lambda: configs_from_values(resolved, N=SUPPORTED_N[0]), resolved)
     check_accelerator(parser, resolved, pre_execution.accelerator, pre_training.backend)
-    for flag, path in (("--train_data_file", pre_training.train_data_file),
-                       ("--test_data_file", pre_training.test_data_file)):
-        check_input_file(parser, flag, path)
+    path = data_path(pre_training)
+    for flag, file in ((data_flag, path), ("--test_data_file", pre_training.test_data_file)):
+        check_input_file(parser, flag, file)
     if pre_training.init_model is not None and not pre_training.init_model.exists():
         parser.error(f"--init-model {pre_training.init_model}: no such file")
-    train_data, test_data = run_reporting_errors(parser, lambda: (
-        RawData.from_file(pre_training.train_data_file),
+    data, test_data = run_reporting_errors(parser, lambda: (
+        RawData.from_file(path),
         RawData.from_file(pre_training.test_data_file) if pre_training.test_data_file
         else None,
     ), resolved)
-    if resolved.get("model", "N") is None and train_data.N not in SUPPORTED_N:
+    if resolved.get("model", "N") is None and data.N not in SUPPORTED_N:
         parser.error(
-            f"--train_data_file {pre_training.train_data_file} has {train_data.N}x"
-            f"{train_data.N} patterns; PtychoPINN supports "
+            f"{data_flag} {path} has {data.N}x{data.N} patterns; PtychoPINN supports "
             f"{', '.join(map(str, SUPPORTED_N))} px patterns: crop or resample the patterns "
             "and the probe to one of these sizes"
         )
     training, execution = build_or_exit(
-        parser, lambda: configs_from_values(resolved, N=train_data.N), resolved)
-    check_fresh_output_dir(parser, "--output_dir", training.output_dir,
-                           overwrite=args.overwrite, resume=args.resume)
-    result = run_reporting_errors(parser, lambda: workflows.train_cdi_model_with_backend(
-        train_data, test_data, training, execution, resume=args.resume,
-        overwrite=args.overwrite), resolved)
+        parser, lambda: configs_from_values(resolved, N=data.N), resolved)
+    return data, test_data, training, execution
+
+
+def report_result(result: Any, training: TrainingConfig, prog: str) -> int:
+    """Print what a finished training wrote (the bundle's path and SHA-256); exit code 0."""
     if result.already_complete:
         print(f"{prog}: training in {training.output_dir} is already complete "
               f"({result.summary.get('epochs_completed')} of --max_epochs "
