@@ -43,6 +43,7 @@ from ptychopinn.config import ExecutionConfig, InferenceConfig
 from ptychopinn.data import RawData
 from ptychopinn.metrics import evaluate_reconstruction
 from ptychopinn.scenarios import SCENARIOS, scenario_scan
+from ptychopinn_torch.figures import comparison_figure
 from ptychopinn_torch.inference import LoadedModel, load_model, reconstruct
 from ptychopinn_torch.recipes import train_network_for_probe
 from ptychopinn_torch.refine import flat_object, refine_object
@@ -213,40 +214,9 @@ def run_scenario(name: str, model: LoadedModel, execution: ExecutionConfig,
 
 
 def _figure(name: str, scorer: Scorer, rows: list[Row], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shown = [("ground truth", scorer.truth, None)] + [(r.method, r.image, r.metrics)
-                                                      for r in rows]
-    fig, axes = plt.subplots(2, len(shown), figsize=(2.6 * len(shown), 5.6), squeeze=False)
-    mask = scorer.region
-    rows_idx, cols_idx = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    box = (slice(rows_idx[0], rows_idx[-1] + 1), slice(cols_idx[0], cols_idx[-1] + 1))
-    truth = scorer.truth[box]
-    for j, (title, image, metrics) in enumerate(shown):
-        part = image[box]
-        # Show each image with its global phase offset removed against the truth.
-        offset = np.angle(np.vdot(part[mask[box]], truth[mask[box]]))
-        part = part * np.exp(1j * offset)
-        amp = np.where(mask[box], np.abs(part), np.nan)
-        amp = amp / np.nanmean(amp)
-        phase = np.where(mask[box], np.angle(part), np.nan)
-        axes[0, j].imshow(amp, cmap="gray")
-        axes[1, j].imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)
-        label = title if metrics is None else (
-            f"{title}\nSSIM {metrics['amplitude_ssim']:.3f} / {metrics['phase_ssim']:.3f}")
-        axes[0, j].set_title(label, fontsize=7)
-        for ax in axes[:, j]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_ylabel("amplitude / mean")
-    axes[1, 0].set_ylabel("phase (rad)")
-    fig.suptitle(f"{name}: held-out scan (SSIM amplitude / phase)")
-    fig.tight_layout()
-    fig.savefig(out / f"versus_iterative_{name}.png", dpi=90)
-    plt.close(fig)
+    comparison_figure(out / f"versus_iterative_{name}.png", scorer.truth,
+                      [(r.method, r.image, r.metrics) for r in rows], scorer.region,
+                      title=f"{name}: held-out scan")
 
 
 def _verdicts(rows: list[Row]) -> list[str]:

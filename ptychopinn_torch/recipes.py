@@ -70,7 +70,8 @@ def train_network_for_probe(scan: RawData, output_dir: Path, minutes: float,
                             execution: ExecutionConfig | None = None,
                             model_config: ModelConfig = RECIPE_MODEL) -> Path:
     """Train the recipe's network on ``scan`` for about ``minutes`` of wall time (the epoch
-    count comes from the measured training rate) and return the bundle path."""
+    count comes from the measured training rate) and return the bundle path. Checkpoints
+    of an earlier run in ``output_dir`` are replaced."""
     from ptychopinn_torch.train import train
 
     if not (math.isfinite(minutes) and minutes > 0):
@@ -83,6 +84,6 @@ def train_network_for_probe(scan: RawData, output_dir: Path, minutes: float,
     logger.info("training %d epochs (%.0f patterns/s measured) for a %.1f min budget",
                 epochs, rate, minutes)
     config = recipe_training_config(scan, Path(output_dir), epochs, model_config)
-    result = train(scan, None, config, execution)
+    result = train(scan, None, config, execution, overwrite=True)
     assert result.bundle_path is not None
     return result.bundle_path

@@ -467,7 +467,7 @@ DEMO_ERRORS = [
 def test_demo_invalid_flag_exits_2_before_simulating(extra, flag, tmp_path, monkeypatch, capsys):
     from ptychopinn_torch import demo
 
-    monkeypatch.setattr(demo, "simulate_dataset", _forbid("simulate_dataset"))
+    monkeypatch.setattr(demo, "scenario_scan", _forbid("scenario_scan"))
     line = _exit_line(demo.main, ["--output_dir", str(tmp_path / "d"), *extra], capsys)
     assert line.startswith("python -m ptychopinn_torch.demo: error:") and flag in line
     assert not (tmp_path / "d").exists()
@@ -477,7 +477,7 @@ def test_demo_invalid_flag_exits_2_before_simulating(extra, flag, tmp_path, monk
 def test_demo_unavailable_gpu_is_one_line(tmp_path, monkeypatch, capsys):
     from ptychopinn_torch import demo
 
-    monkeypatch.setattr(demo, "simulate_dataset", _forbid("simulate_dataset"))
+    monkeypatch.setattr(demo, "scenario_scan", _forbid("scenario_scan"))
     line = _exit_line(demo.main, ["--output_dir", str(tmp_path), "--accelerator", "gpu"], capsys)
     assert "--accelerator" in line and "CUDA" in line
 
