@@ -15,8 +15,8 @@ saw) with:
 
 Every image is scored by the same code (``ptychopinn.metrics.evaluate_reconstruction``:
 registration, phase-offset removal, amplitude normalised by its mean) over the same
-region: the well-lit pixels (summed probe intensity >= half its maximum) of the scanned
-area. Prints a table, writes ``results.json`` and one PNG per scenario (ground truth and
+region as ``metrics.json``: the well-lit pixels (summed probe intensity >= half its
+maximum) of the scanned area. Prints a table, writes ``results.json`` and one PNG per scenario (ground truth and
 every method's image, SSIMs in the titles) into ``--out``.
 
 The network is trained here first (``--train-minutes``, default 12, on 2 CPU cores) unless
@@ -41,10 +41,16 @@ import torch
 
 from ptychopinn.config import ExecutionConfig, InferenceConfig
 from ptychopinn.data import RawData
-from ptychopinn.metrics import evaluate_reconstruction
+from ptychopinn.metrics import evaluate_reconstruction, illumination_map
 from ptychopinn.scenarios import SCENARIOS, scenario_scan
 from ptychopinn_torch.figures import comparison_figure
-from ptychopinn_torch.inference import LoadedModel, load_model, reconstruct
+from ptychopinn_torch.inference import (
+    LoadedModel,
+    Reconstruction,
+    load_model,
+    reconstruct,
+    truth_region,
+)
 from ptychopinn_torch.recipes import train_network_for_probe
 from ptychopinn_torch.refine import flat_object, refine_object
 from ptychopinn_torch.stitching import Stitcher
@@ -79,32 +85,20 @@ class Row:
 
 class Scorer:
     """Scores objects on the stitcher's canvas of a scan against its ground truth, over
-    the well-lit scanned region."""
+    the region ``inference.compute_metrics`` uses (well-lit, covered, inside the object)."""
 
     def __init__(self, data: RawData, canvas_origin: tuple[int, int],
                  canvas_shape: tuple[int, int], coverage: np.ndarray) -> None:
         self.origin = canvas_origin
         self.shape = canvas_shape
-        n = data.N
-        h, w = canvas_shape
-        x0, y0 = canvas_origin
-        probe = data.probe_guess if data.probe_guess.ndim == 2 else data.probe_guess[0]
-        intensity = np.abs(probe) ** 2
-        lit = np.zeros((h + 2 * n, w + 2 * n))
-        for x, y in zip(data.xcoords, data.ycoords, strict=True):
-            c = int(np.floor(x)) - n // 2 - x0 + n
-            r = int(np.floor(y)) - n // 2 - y0 + n
-            lit[r:r + n, c:c + n] += intensity
-        lit = lit[n:n + h, n:n + w]
-        truth = np.zeros(canvas_shape, np.complex64)
-        inside = np.zeros(canvas_shape, bool)
-        og = data.object_guess
-        r0, r1 = max(0, y0), min(og.shape[0], y0 + h)
-        c0, c1 = max(0, x0), min(og.shape[1], x0 + w)
-        truth[r0 - y0:r1 - y0, c0 - x0:c1 - x0] = og[r0:r1, c0:c1]
-        inside[r0 - y0:r1 - y0, c0 - x0:c1 - x0] = True
-        self.truth = truth
-        self.region = (lit >= 0.5 * lit.max()) & inside & coverage
+        positions = np.stack([data.xcoords, data.ycoords], axis=-1)
+        template = Reconstruction(np.zeros(canvas_shape, np.complex64), canvas_origin,
+                                  coverage, data.n_positions, illumination=illumination_map(
+                                      data.probe_guess, positions, canvas_origin,
+                                      canvas_shape))
+        found = truth_region(template, data.object_guess)
+        assert found is not None
+        self.truth, self.region = found
 
     def __call__(self, obj: np.ndarray) -> dict[str, Any]:
         return evaluate_reconstruction(obj, self.truth, region=self.region)
@@ -186,11 +180,10 @@ def run_scenario(name: str, model: LoadedModel, execution: ExecutionConfig,
     positions = np.stack([data.xcoords, data.ycoords], axis=-1)
     canvas = Stitcher(data.N, positions)
     coverage = canvas.result().coverage
-    scorer = Scorer(data, canvas.origin_px, canvas.canvas_shape, np.ones_like(coverage))
+    scorer = Scorer(data, canvas.origin_px, canvas.canvas_shape, coverage)
     rows: list[Row] = []
 
     obj, seconds = _network(model, data, 0, execution)
-    scorer.region &= obj != 0  # the stitched network image's coverage
     rows.append(Row(name, "network", seconds, scorer(obj), obj))
     for k in NETWORK_REFINE_ITERATIONS:
         obj, seconds = _network(model, data, k, execution)

@@ -27,12 +27,18 @@ __all__ = [
     "evaluate_reconstruction",
     "frc",
     "frc_resolution",
+    "illumination_map",
     "psnr",
     "register_shift",
     "remove_phase_offset",
     "ssim",
     "ssim_map",
+    "WELL_LIT_FRACTION",
 ]
+
+#: Pixels whose summed probe intensity reaches this fraction of its maximum are "well lit":
+#: the region reconstructions are compared over (the rim beyond is barely measured).
+WELL_LIT_FRACTION = 0.5
 
 #: SSIM constants (Wang et al. 2004): Gaussian window sigma (pixels), truncated at
 #: SSIM_TRUNCATE sigma (an 11 x 11 window), stabilisers C1 = (K1 L)^2, C2 = (K2 L)^2.
@@ -525,3 +531,29 @@ def evaluate_reconstruction(recon_complex: np.ndarray, truth_complex: np.ndarray
         n_pixels=float(mask.sum()),
     )
     return result
+
+
+def illumination_map(probe: Any, positions_px: Any, origin_px: tuple[float, float],
+                     shape: tuple[int, int]) -> np.ndarray:
+    """Summed probe intensity ``sum_k |P|**2`` placed at every scan position, on a canvas
+    of ``shape`` (H, W) whose pixel [0, 0] is at ``origin_px`` = (x, y) object pixels.
+
+    ``probe`` is (N, N) (or (modes, N, N): mode 0); position (x, y) puts the probe's
+    pixel [0, 0] at column ``floor(x) - N//2``, row ``floor(y) - N//2`` (the sub-pixel
+    part is ignored: this is for masks). float64 (H, W).
+    """
+    pr = np.asarray(probe)
+    if pr.ndim == 3:
+        pr = pr[0]
+    n = pr.shape[-1]
+    intensity = np.abs(pr.astype(np.complex128)) ** 2
+    pos = np.asarray(positions_px, dtype=np.float64).reshape(-1, 2)
+    h, w = shape
+    x0, y0 = (int(round(v)) for v in origin_px)
+    canvas = np.zeros((h + 2 * n, w + 2 * n))
+    cols = np.floor(pos[:, 0]).astype(np.int64) - n // 2 - x0 + n
+    rows = np.floor(pos[:, 1]).astype(np.int64) - n // 2 - y0 + n
+    for r, c in zip(rows, cols, strict=True):
+        if 0 <= r <= h + n and 0 <= c <= w + n:
+            canvas[r:r + n, c:c + n] += intensity
+    return canvas[n:n + h, n:n + w]

@@ -47,6 +47,7 @@ from ptychopinn.config import (
 from ptychopinn.config_file import CONFIG_FILENAME, write_config_file
 from ptychopinn.data import DataContractError, RawData
 from ptychopinn.grouping import find_groups, input_scale
+from ptychopinn.metrics import WELL_LIT_FRACTION, illumination_map
 from ptychopinn_torch.bundle import (
     BUNDLE_FILENAME,
     BundleError,
@@ -92,8 +93,9 @@ class Reconstruction:
     ``object[0, 0]`` in the scan's object-pixel frame (the frame of
     ``xcoords``/``ycoords``).
 
-    With refinement, ``network_object`` is the stitched network output it started from
-    and ``refinement`` its record; ``timings_s`` holds ``network`` (prediction and
+    ``illumination`` is the summed probe intensity over the canvas
+    (``metrics.illumination_map``). With refinement, ``network_object`` is the stitched
+    network output it started from and ``refinement`` its record; ``timings_s`` holds ``network`` (prediction and
     stitching) and ``refinement`` wall times in seconds.
     """
 
@@ -102,6 +104,7 @@ class Reconstruction:
     coverage: np.ndarray
     n_groups: int
     network_object: np.ndarray | None = None
+    illumination: np.ndarray | None = None
     refinement: RefinementResult | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
 
@@ -378,6 +381,8 @@ def _reconstruct_checked(
         origin_px=(float(stitched.origin_px[0]), float(stitched.origin_px[1])),
         coverage=stitched.coverage,
         n_groups=n_groups,
+        illumination=illumination_map(stitcher.transform_patches(model.probe), positions,
+                                      stitched.origin_px, stitched.object.shape),
         timings_s={"network": time.perf_counter() - start},
     )
     if cfg.refine_iterations > 0:
@@ -427,6 +432,7 @@ def refine_reconstruction(
         coverage=recon.coverage,
         n_groups=recon.n_groups,
         network_object=recon.object,
+        illumination=recon.illumination,
         refinement=result,
         timings_s={**recon.timings_s, "refinement": result.time_s},
     )
@@ -437,7 +443,8 @@ def truth_region(
     recon: Reconstruction, object_guess: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The part of ``object_guess`` under the reconstruction canvas, and the canvas mask
-    of pixels that are both covered and inside the object (None if no overlap)."""
+    of pixels that are covered, inside the object and, when the illumination is known,
+    well lit (``metrics.WELL_LIT_FRACTION`` of its maximum); None if no overlap."""
     x0, y0 = (int(round(v)) for v in recon.origin_px)
     H, W = recon.object.shape
     truth = np.zeros((H, W), dtype=np.complex64)
@@ -448,13 +455,17 @@ def truth_region(
         return None
     truth[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] = object_guess[r0:r1, c0:c1]
     inside[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0] = True
-    return truth, inside & recon.coverage
+    region = inside & recon.coverage
+    if recon.illumination is not None and recon.illumination.max() > 0:
+        region &= recon.illumination >= WELL_LIT_FRACTION * recon.illumination.max()
+    return truth, region
 
 
 def compute_metrics(recon: Reconstruction, object_guess: np.ndarray) -> dict[str, Any] | None:
     """ptychopinn.metrics of the reconstruction against the known object, over the
-    scanned region: the covered pixels inside the object (uncovered pixels of the canvas
-    hold no reconstruction and are not compared). None if that region is too small."""
+    scanned region: the well-lit covered pixels inside the object (:func:`truth_region`;
+    uncovered pixels hold no reconstruction, the barely lit rim is barely measured).
+    None if that region is too small."""
     return metrics_or_reason(recon, object_guess)[0]
 
 

@@ -182,14 +182,14 @@ class Stitcher:
         intensity = np.abs(pr.astype(np.complex128)) ** 2
         if not np.all(np.isfinite(intensity)):
             raise ValueError("probe contains NaN or infinite values")
-        intensity = self._transform(intensity)
+        intensity = self.transform_patches(intensity)
         crop = intensity[r0 : r0 + s, r0 : r0 + s]
         peak = crop.max()
         if peak <= 0:
             raise ValueError("probe intensity is zero everywhere inside the crop; cannot weight")
         return crop / peak
 
-    def _transform(self, patches: np.ndarray) -> np.ndarray:
+    def transform_patches(self, patches: np.ndarray) -> np.ndarray:
         """The documented patch transform on the last two axes (used for the probe)."""
         if self.transpose:
             patches = patches.swapaxes(-1, -2)
@@ -236,7 +236,7 @@ class Stitcher:
             )
 
         # The transforms are folded into the gather indices, so only the cropped window of
-        # each patch is ever copied (same result as _transform followed by cropping).
+        # each patch is ever copied (same result as transform_patches followed by cropping).
         gather_rows = self._mirror[self._support] if self.flip_y else self._support
         gather_cols = self._mirror[self._support] if self.flip_x else self._support
         chunk = max(1, _CHUNK_ELEMENTS // ((s + 2) * (s + 2)))

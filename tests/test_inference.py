@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import dataclasses
 import json
 import os
 import pickle
@@ -335,10 +336,11 @@ def test_write_outputs(id_data, tmp_path):
         assert np.array_equal(saved["coverage"], recon.coverage)
         assert json.loads(str(saved["configs_json"])) == json.loads(json.dumps(configs))
     metrics = json.loads(paths["metrics"].read_text())
-    # 40 of 64 positions leave holes in the canvas; only covered pixels are compared, and
-    # there the reconstruction is exact.
+    # 40 of 64 positions leave holes in the canvas; only covered, well-lit pixels are
+    # compared, and there the reconstruction is exact.
     assert not recon.coverage.all()
-    assert metrics["n_pixels"] == recon.coverage.sum()
+    assert metrics["n_pixels"] == inf.truth_region(recon, id_data.object_guess)[1].sum()
+    assert 0 < metrics["n_pixels"] < recon.coverage.sum()
     assert metrics["amplitude_psnr_db"] > 100 and metrics["phase_psnr_db"] > 100
     assert metrics["amplitude_ssim"] > 0.95
     # Without a known object there is no metrics.json.
@@ -500,3 +502,15 @@ def test_stitch_align_phase_reaches_the_stitcher(id_data):
     reference = stitch_patches(patches, positions, align_phase=True)
     np.testing.assert_allclose(aligned.object, reference.object, rtol=1e-5, atol=1e-6)
     assert not np.allclose(aligned.object, plain.object, atol=1e-3)
+
+
+def test_metrics_cover_only_the_well_lit_pixels(id_data):
+    model, _ = fake_model(true_patches(id_data), id_data.probe_guess)
+    recon = inf.reconstruct(model, id_data, stitch_only_config(), CPU)
+    assert recon.illumination is not None and recon.illumination.shape == recon.object.shape
+    _, region = inf.truth_region(recon, id_data.object_guess)
+    lit = recon.illumination >= 0.5 * recon.illumination.max()
+    assert region.sum() < recon.coverage.sum()  # the dim rim is left out
+    assert np.array_equal(region, lit & recon.coverage)
+    unlit = dataclasses.replace(recon, illumination=None)
+    assert inf.truth_region(unlit, id_data.object_guess)[1].sum() == recon.coverage.sum()

@@ -300,3 +300,22 @@ def test_evaluate_validates_input():
     bad[0, 0] = np.nan
     with pytest.raises(MetricsError, match="non-finite"):
         evaluate_reconstruction(bad, truth)
+
+
+def test_illumination_map_sums_the_probe_intensity_at_each_position() -> None:
+    from ptychopinn.metrics import illumination_map
+
+    probe = np.zeros((8, 8), np.complex64)
+    probe[3:5, 3:5] = 2.0  # |P|^2 = 4 on a 2 x 2 block around the centre pixel [4, 4]
+    positions = np.array([[10.0, 10.0], [11.0, 10.0], [10.7, 10.2]])  # (x, y); floor -> 10
+    lit = illumination_map(probe, positions, (5, 5), (12, 14))
+    expected = np.zeros((12, 14))
+    for x, y in np.floor(positions).astype(int):
+        rows = slice(y - 4 + 3 - 5, y - 4 + 5 - 5)
+        cols = slice(x - 4 + 3 - 5, x - 4 + 5 - 5)
+        expected[rows, cols] += 4.0
+    np.testing.assert_array_equal(lit, expected)
+    assert lit.sum() == 3 * 16
+    # a position far outside the canvas adds nothing
+    far = illumination_map(probe, np.array([[500.0, 500.0]]), (5, 5), (12, 14))
+    assert not far.any()

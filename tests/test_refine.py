@@ -263,7 +263,7 @@ def test_patch_transform_is_the_stitchers() -> None:
     for flips in (dict(flip_x=True), dict(flip_y=True), dict(transpose=True, flip_x=True),
                   dict(transpose=True, flip_x=True, flip_y=True)):
         stitcher = Stitcher(N, np.zeros((1, 2)), **flips)
-        expected = stitcher._transform(patches)
+        expected = stitcher.transform_patches(patches)
         got = PatchTransform(N, **flips).to_scan(torch.from_numpy(patches)).numpy()
         np.testing.assert_array_equal(got, expected)
 
