@@ -47,13 +47,14 @@ class Variant:
     learning_rate: float = 2e-3
     stitch_weighting: str = "probe"
     pretrain_objects: int = 0
+    same_network_as: str = ""  # reuse that row's trained network (a stitching-only change)
 
 
 VARIANTS = [
     Variant("baseline", "issue's default: unet, n_filters_scale 2, uniform stitching",
             model={"generator": "unet", "n_filters_scale": 2}, stitch_weighting="uniform"),
     Variant("probe_weighting", "+ stitching weighted by |probe|^2",
-            model={"generator": "unet", "n_filters_scale": 2}),
+            model={"generator": "unet", "n_filters_scale": 2}, same_network_as="baseline"),
     Variant("width_1", "+ n_filters_scale 1 (4x cheaper)",
             model={"generator": "unet", "n_filters_scale": 1}),
     Variant("unet_lite", "+ unet_lite (shared decoder, 8x cheaper than baseline)",
@@ -80,7 +81,8 @@ def _score(obj: np.ndarray, template: Reconstruction, truth: np.ndarray) -> tupl
     return round(m["amplitude_ssim"], 4), round(m["phase_ssim"], 4)
 
 
-def run_variant(v: Variant, epochs: int, work: Path, execution: ExecutionConfig) -> dict:
+def run_variant(v: Variant, epochs: int, work: Path, execution: ExecutionConfig,
+                trained: dict[str, tuple[Path, float, float]]) -> dict:
     train_scan = scenario_scan("dense", seed=0)
     test = scenario_scan("dense")
     model = ModelConfig(N=64, **v.model)
@@ -89,7 +91,9 @@ def run_variant(v: Variant, epochs: int, work: Path, execution: ExecutionConfig)
                             output_dir=work / v.name, **v.training)
     ex = execution.replace(learning_rate=v.learning_rate)
     t0 = time.perf_counter()
-    if v.pretrain_objects:
+    if v.same_network_as in trained:
+        bundle, train_s, final_loss = trained[v.same_network_as]
+    elif v.pretrain_objects:
         # Three quarters of the pattern budget on synthetic scans, the rest fine-tuning.
         pre_epochs = max(1, round(0.75 * epochs / v.pretrain_objects))
         pre = pretrain(train_scan, config.replace(output_dir=work / f"{v.name}_pre",
@@ -100,8 +104,11 @@ def run_variant(v: Variant, epochs: int, work: Path, execution: ExecutionConfig)
                        init_model=pre.bundle_path, overwrite=True)
     else:
         result = train(train_scan, None, config, ex, overwrite=True)
-    train_s = time.perf_counter() - t0
-    loaded = load_model(result.bundle_path)
+    if v.same_network_as not in trained:
+        bundle, train_s = result.bundle_path, time.perf_counter() - t0
+        final_loss = result.history["train_loss"][-1]
+        trained[v.name] = (bundle, train_s, final_loss)
+    loaded = load_model(bundle)
     t0 = time.perf_counter()
     recon = reconstruct(loaded, test, InferenceConfig(stitch_weighting=v.stitch_weighting,
                                                       refine_iterations=0), execution)
@@ -116,7 +123,7 @@ def run_variant(v: Variant, epochs: int, work: Path, execution: ExecutionConfig)
     return {
         "row": v.name, "what": v.what, "train_s": round(train_s, 1),
         "network_s": round(network_s, 2), "gflop_per_group": round(flops.get_total_flops() / 1e9, 3),
-        "final_train_loss": round(result.history["train_loss"][-1], 3),
+        "final_train_loss": round(final_loss, 3),
         "network": _score(recon.object, recon, test.object_guess),
         "network+10": _score(refined.object, recon, test.object_guess),
     }
@@ -162,10 +169,14 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"load {os.getloadavg()[0]:.2f}, budget {args.epochs} x 441 patterns")
     rows = []
+    trained: dict[str, tuple[Path, float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for v in VARIANTS:
-            if v.name in args.rows:
-                rows.append(run_variant(v, args.epochs, Path(tmp), execution))
+            if v.name in args.rows or any(o.same_network_as == v.name and o.name in args.rows
+                                          for o in VARIANTS):
+                row = run_variant(v, args.epochs, Path(tmp), execution, trained)
+                if v.name in args.rows:
+                    rows.append(row)
                 print(json.dumps(rows[-1]), flush=True)
     if "no_network" in args.rows:
         rows.append(physics_floor())
