@@ -8,9 +8,9 @@ pixel), so the stitched object can be compared with an independent numpy stitch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
-import dataclasses
 import json
 import os
 import pickle
