@@ -53,7 +53,6 @@ from ptychopinn_torch.inference import (
 )
 from ptychopinn_torch.recipes import train_network_for_probe
 from ptychopinn_torch.refine import flat_object, refine_object
-from ptychopinn_torch.stitching import Stitcher
 
 NETWORK_REFINE_ITERATIONS = (5, 10, 20)
 FLAT_ITERATIONS = (10, 20, 50, 100)
@@ -115,11 +114,11 @@ def _refine_flat(data: RawData, origin: tuple[int, int], shape: tuple[int, int],
 
 
 def _network(model: LoadedModel, data: RawData, refine_iterations: int,
-             execution: ExecutionConfig) -> tuple[np.ndarray, float]:
+             execution: ExecutionConfig) -> tuple[Reconstruction, float]:
     config = InferenceConfig(refine_iterations=refine_iterations, refine_tolerance=0.0)
     t0 = time.perf_counter()
     recon = reconstruct(model, data, config, execution)
-    return recon.object, time.perf_counter() - t0
+    return recon, time.perf_counter() - t0
 
 
 def _ptychi(python: str, data: RawData, name: str, work: Path, scorer: Scorer,
@@ -177,27 +176,27 @@ def _ptychi_wall_times(summary: Any) -> dict[int, float]:
 def run_scenario(name: str, model: LoadedModel, execution: ExecutionConfig,
                  ptychi_python: str | None, work: Path) -> list[Row]:
     data = scenario_scan(name)
-    positions = np.stack([data.xcoords, data.ycoords], axis=-1)
-    canvas = Stitcher(data.N, positions)
-    coverage = canvas.result().coverage
-    scorer = Scorer(data, canvas.origin_px, canvas.canvas_shape, coverage)
-    rows: list[Row] = []
-
-    obj, seconds = _network(model, data, 0, execution)
-    rows.append(Row(name, "network", seconds, scorer(obj), obj))
+    recon, seconds = _network(model, data, 0, execution)
+    # Every method is scored on the network's canvas and its coverage (the stitcher's
+    # canvas: every position's central N/2 square).
+    origin = (int(recon.origin_px[0]), int(recon.origin_px[1]))
+    shape = recon.object.shape
+    scorer = Scorer(data, origin, shape, recon.coverage)
+    rows: list[Row] = [Row(name, "network", seconds, scorer(recon.object), recon.object)]
     for k in NETWORK_REFINE_ITERATIONS:
-        obj, seconds = _network(model, data, k, execution)
-        rows.append(Row(name, f"network + {k} refinement", seconds, scorer(obj), obj))
+        refined, seconds = _network(model, data, k, execution)
+        rows.append(Row(name, f"network + {k} refinement", seconds, scorer(refined.object),
+                        refined.object))
     per_iteration = None
     for k in FLAT_ITERATIONS:
-        obj, seconds = _refine_flat(data, canvas.origin_px, canvas.canvas_shape, k)
+        obj, seconds = _refine_flat(data, origin, shape, k)
         rows.append(Row(name, f"flat start, {k} iterations", seconds, scorer(obj), obj))
         per_iteration = seconds / k
     assert per_iteration is not None
     # The iterative reference given exactly each network method's time.
     for row in [r for r in rows if r.method.startswith("network")]:
         k = max(1, int(row.seconds / per_iteration))
-        obj, seconds = _refine_flat(data, canvas.origin_px, canvas.canvas_shape, k)
+        obj, seconds = _refine_flat(data, origin, shape, k)
         rows.append(Row(name, f"flat start, {k} it. (time of {row.method})", seconds,
                         scorer(obj)))
     if ptychi_python:

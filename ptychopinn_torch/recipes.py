@@ -69,21 +69,34 @@ def recipe_training_config(scan: RawData, output_dir: Path, epochs: int,
 def train_network_for_probe(scan: RawData, output_dir: Path, minutes: float,
                             execution: ExecutionConfig | None = None,
                             model_config: ModelConfig = RECIPE_MODEL) -> Path:
-    """Train the recipe's network on ``scan`` for about ``minutes`` of wall time (the epoch
-    count comes from the measured training rate) and return the bundle path. Checkpoints
-    of an earlier run in ``output_dir`` are replaced."""
+    """Train the recipe's network on ``scan`` for about ``minutes`` of wall time and return
+    the bundle path: the epoch count comes from the measured training rate, and training
+    stops early when the next epoch would overrun the budget (at least one epoch runs).
+    Checkpoints of an earlier run in ``output_dir`` are replaced."""
     from ptychopinn_torch.train import train
 
     if not (math.isfinite(minutes) and minutes > 0):
         raise ValueError(f"minutes must be a finite number > 0, got {minutes!r}")
     execution = (execution or ExecutionConfig()).replace(
         learning_rate=RECIPE_LEARNING_RATE, scheduler=RECIPE_SCHEDULER)
+    budget_s = minutes * 60
     rate = measure_training_rate(model_config.replace(N=scan.N))
-    # 85 %: epochs also validate nothing but log, checkpoint and shuffle.
-    epochs = max(1, int(0.85 * minutes * 60 * rate / scan.n_positions))
+    # 85 %: an epoch also logs, checkpoints and shuffles. The count sets the learning-rate
+    # schedule; the clock below still stops a slower run (a busy machine) in time.
+    epochs = max(1, int(0.85 * budget_s * rate / scan.n_positions))
     logger.info("training %d epochs (%.0f patterns/s measured) for a %.1f min budget",
                 epochs, rate, minutes)
     config = recipe_training_config(scan, Path(output_dir), epochs, model_config)
-    result = train(scan, None, config, execution, overwrite=True)
+    start = time.perf_counter()
+    done = 0
+
+    def within_budget(_report: object) -> bool:
+        nonlocal done
+        done += 1
+        elapsed = time.perf_counter() - start
+        return elapsed + elapsed / done <= budget_s  # would the next epoch still fit?
+
+    result = train(scan, None, config, execution, epoch_callback=within_budget,
+                   overwrite=True)
     assert result.bundle_path is not None
     return result.bundle_path
