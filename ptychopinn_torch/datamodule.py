@@ -16,10 +16,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.grouping import GroupedData
+from ptychopinn_torch.runtime import fits_on_device
 
 
 class GroupedDataset(Dataset):
-    """Normalised groups held as CPU tensors; one item is one group."""
+    """Normalised groups held as tensors (on the CPU, or on the accelerator after
+    :meth:`to`); one item is one group. A DataLoader fetches a whole batch with one
+    gather per tensor (:meth:`__getitems__`) instead of one item at a time."""
 
     def __init__(self, grouped: GroupedData, input_scale: float, with_labels: bool = True):
         self.diffraction = torch.from_numpy(
@@ -35,6 +38,32 @@ class GroupedDataset(Dataset):
     def __len__(self) -> int:
         return int(self.diffraction.shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.diffraction, self.local_offsets_px]
+        if self.labels is not None:
+            tensors.append(self.labels)
+        return sum(t.nbytes for t in tensors)
+
+    def to(self, device: torch.device) -> GroupedDataset:
+        """Move the tensors to ``device`` (in place); returns self."""
+        self.diffraction = self.diffraction.to(device)
+        self.local_offsets_px = self.local_offsets_px.to(device)
+        if self.labels is not None:
+            self.labels = self.labels.to(device)
+        return self
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """The batch of groups ``indices``: the same tensors as stacking the items."""
+        index = torch.as_tensor(indices, dtype=torch.long, device=self.diffraction.device)
+        batch = {
+            "diffraction": self.diffraction.index_select(0, index),
+            "local_offsets_px": self.local_offsets_px.index_select(0, index),
+        }
+        if self.labels is not None:
+            batch["labels"] = self.labels.index_select(0, index)
+        return batch
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = {
             "diffraction": self.diffraction[index],
@@ -43,6 +72,11 @@ class GroupedDataset(Dataset):
         if self.labels is not None:
             item["labels"] = self.labels[index]
         return item
+
+
+def _batch_as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The loaders' collate function: GroupedDataset.__getitems__ already made the batch."""
+    return batch
 
 
 def split_indices(
@@ -81,11 +115,14 @@ class PtychoDataModule(L.LightningDataModule):
         self.training_config = training_config
         self.execution_config = execution_config
         full = GroupedDataset(train_grouped, input_scale)
+        self._stores = [full]
+        self.data_device = torch.device("cpu")
         if val_grouped is not None:
             self.train_set: Dataset = full
             self.val_set: Dataset | None = GroupedDataset(
                 val_grouped, val_input_scale if val_input_scale is not None else input_scale
             )
+            self._stores.append(self.val_set)
         else:
             train_idx, val_idx = split_indices(
                 len(full), training_config.validation_fraction, training_config.val_seed
@@ -94,6 +131,19 @@ class PtychoDataModule(L.LightningDataModule):
             self.val_set = (
                 torch.utils.data.Subset(full, val_idx.tolist()) if len(val_idx) else None
             )
+
+    def setup(self, stage: str) -> None:
+        """Keep the groups on the training device when it is a GPU, the loaders run in
+        the main process and the groups fit (``runtime.fits_on_device``): batches are
+        then gathered there, with no host-to-device copy per step."""
+        trainer = self.trainer
+        if trainer is None or self.execution_config.num_workers > 0:
+            return
+        device = trainer.strategy.root_device
+        if fits_on_device(sum(store.nbytes for store in self._stores), device):
+            for store in self._stores:
+                store.to(device)
+            self.data_device = device
 
     @property
     def has_validation(self) -> bool:
@@ -105,8 +155,10 @@ class PtychoDataModule(L.LightningDataModule):
             "batch_size": self.training_config.batch_size,
             "shuffle": shuffle,
             "num_workers": ex.num_workers,
-            "pin_memory": ex.pin_memory,
+            # Groups on the device need no pinning (and CUDA tensors cannot be pinned).
+            "pin_memory": ex.pin_memory and self.data_device.type == "cpu",
             "drop_last": drop_last,
+            "collate_fn": _batch_as_is,
         }
         if ex.num_workers > 0:
             kwargs["persistent_workers"] = ex.persistent_workers

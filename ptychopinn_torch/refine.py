@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from ptychopinn_torch.physics import POISSON_EPS, far_field
+from ptychopinn_torch.runtime import fits_on_device
 from ptychopinn_torch.stitching import mirror_index
 
 __all__ = [
@@ -132,9 +133,6 @@ CHUNK_PIXELS = 256 * 64 * 64
 #: Host memory the window indices of every pattern may take to be kept between sweeps
 #: (bytes); larger scans rebuild each chunk's indices per sweep.
 INDEX_CACHE_BYTES = 64 * 2**20
-#: Share of the free accelerator memory the measured counts may take to stay on it
-#: between sweeps (instead of being copied from the host each sweep).
-DEVICE_DATA_SHARE = 0.5
 
 
 class _Taps(NamedTuple):
@@ -197,7 +195,7 @@ class _Geometry:
 class _MeasuredCounts:
     """Measured counts ``(amplitude_scale * amplitude)**2`` of a chunk, float32 on the
     device. On an accelerator they are copied there once and kept while they fit in
-    :data:`DEVICE_DATA_SHARE` of its free memory; on the CPU the amplitudes are read in
+    ``runtime.DEVICE_DATA_SHARE`` of its free memory; on the CPU the amplitudes are read in
     place (no copy of the scan)."""
 
     def __init__(self, amplitudes: np.ndarray, amplitude_scale: float,
@@ -206,10 +204,8 @@ class _MeasuredCounts:
         self.scale = amplitude_scale
         self.device = device
         self._kept: dict[tuple[int, int], Tensor] | None = None
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            if amplitudes.size * 4 <= DEVICE_DATA_SHARE * free:
-                self._kept = {}
+        if fits_on_device(amplitudes.size * 4, device):
+            self._kept = {}
 
     def __call__(self, sl: slice, workspace: _Workspace) -> Tensor:
         key = (sl.start, sl.stop)

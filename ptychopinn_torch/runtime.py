@@ -28,10 +28,12 @@ from ptychopinn.config import ExecutionConfig
 
 __all__ = [
     "CPU_BATCH_PIXELS",
+    "DEVICE_DATA_SHARE",
     "GPU_BATCH_PIXELS",
     "NetworkRunner",
     "autocast",
     "default_inference_batch",
+    "fits_on_device",
     "torch_threads",
 ]
 
@@ -45,6 +47,21 @@ CPU_BATCH_PIXELS = 16 * 64 * 64
 #: The same on GPUs: 256 patterns at N = 64 fill a GPU without bounding its memory
 #: (benchmarks/gpu_check.py measures the batch sizes around it).
 GPU_BATCH_PIXELS = 256 * 64 * 64
+
+
+#: Share of an accelerator's free memory that data may take to be kept on it (training
+#: groups, measured counts in refinement) instead of being copied there batch by batch.
+DEVICE_DATA_SHARE = 0.5
+
+
+def fits_on_device(nbytes: int, device: torch.device) -> bool:
+    """Whether ``nbytes`` of data should live on ``device``: only CUDA devices, and only
+    within :data:`DEVICE_DATA_SHARE` of their free memory (on the CPU the data already
+    are where the arithmetic is)."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= DEVICE_DATA_SHARE * free
 
 
 @contextlib.contextmanager
