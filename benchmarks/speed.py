@@ -182,14 +182,18 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     inf.reconstruct(model, warm, cfg.replace(refine_iterations=1), ex)  # warm-up (compile)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
+    rss_mib = {"start": peak_rss_mib()}
     data = RawData.from_file(spec["data"])
     load_s = time.perf_counter() - start
+    rss_mib["load"] = peak_rss_mib()
     t = time.perf_counter()
     recon = inf.reconstruct(model, data, cfg, ex)
     reconstruct_s = time.perf_counter() - t
+    rss_mib["reconstruct"] = peak_rss_mib()
     t = time.perf_counter()
     inf.write_outputs(recon, Path(spec["out"]), {}, data.object_guess)
     writing_s = time.perf_counter() - t
+    rss_mib["write"] = peak_rss_mib()
     stages = recon.stage_times_s
     refinement_s = recon.timings_s.get("refinement", 0.0)
     inner = recon.timings_s["network"] + stages["grouping"] + refinement_s
@@ -204,7 +208,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "refinement_iterations": recon.refinement.iterations if recon.refinement else 0,
         "writing_s": writing_s,
         "total_s": time.perf_counter() - start,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib_after": rss_mib,
         "peak_gpu_mib": (torch.cuda.max_memory_allocated() / 2**20
                          if torch.cuda.is_available() else None),
         "data_mib": data.diffraction.nbytes / 2**20,
@@ -213,6 +218,10 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         "load_1min_before": round(load_before, 2),
         "load_1min_after": round(os.getloadavg()[0], 2),
     }
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
