@@ -40,6 +40,9 @@ CHECKPOINT_MODES = ("min", "max")
 LOGGERS = ("csv", "tensorboard", "mlflow", "none")
 PHYSICS_WEIGHT_SCHEDULES = ("linear", "cosine", "exponential")
 DDP_BACKENDS = ("nccl", "gloo", "mpi")
+#: Arithmetic of the network at inference: float32, or bfloat16 autocast (convolutions
+#: and matrix products in bfloat16; the physics, FFTs and stitching stay float32).
+INFERENCE_PRECISIONS = ("32", "bf16")
 
 
 #: Metric names a training run logs per epoch (the Lightning module logs under them).
@@ -539,6 +542,10 @@ class ExecutionConfig(_ConfigBase):
     mlflow_tracking_uri: str | None = None
     inference_batch_size: int | None = None
     seed: int = 42
+    num_threads: int | None = None
+    channels_last: bool = True
+    inference_precision: str = "32"
+    inference_compile: bool = False
 
     def __post_init__(self) -> None:
         self._check_choice("accelerator", ACCELERATORS)
@@ -595,6 +602,9 @@ class ExecutionConfig(_ConfigBase):
         self._check_int("inference_batch_size", 1, optional=True)
         # Lightning's seed_everything accepts 32-bit unsigned seeds only.
         self._check_int("seed", 0, maximum=2**32 - 1)
+        self._check_int("num_threads", 1, maximum=4096, optional=True)
+        self._check_bool("channels_last", "inference_compile")
+        self._check_choice("inference_precision", INFERENCE_PRECISIONS)
 
     def advisories(self) -> list[str]:
         """Valid but questionable combinations, as sentences.  Not logged here: a config

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import warnings
 import zipfile
 import zlib
@@ -626,7 +627,73 @@ def concatenate_scans(scans: Sequence[RawData]) -> RawData:
     )
 
 
+#: Members at least this large (bytes) that the archive stores uncompressed are
+#: memory-mapped instead of read (``_mapped_member``).
+MMAP_MIN_BYTES = 16 * 2**20
+
+
+def _mapped_member(path: Path, npz: Any, key: str) -> np.ndarray | None:
+    """Member ``key`` as a copy-on-write memory map of ``path`` when the archive stores
+    it uncompressed (ZIP_STORED, what :meth:`RawData.save` and ``np.savez`` write) as a
+    plain ``.npy`` of at least :data:`MMAP_MIN_BYTES`; None otherwise (then it is read).
+
+    Loading is then immediate, pages are read when first used and stay the file's own
+    (shared, reclaimable page cache), and writes go to private copies, never to the
+    file. Compressed members cannot be mapped: numpy decompresses them straight into
+    the final array in 1 MiB pieces, so they cost one copy and no more.
+    """
+    from numpy.lib import format as npy_format
+
+    name = f"{key}.npy"
+    if name not in npz.zip.namelist():
+        return None
+    info = npz.zip.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED or info.file_size < MMAP_MIN_BYTES:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(info.header_offset)
+            local = fh.read(30)  # the member's local header: name and extra field lengths
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                return None
+            name_length, extra_length = struct.unpack("<HH", local[26:30])
+            data_start = info.header_offset + 30 + name_length + extra_length
+            fh.seek(data_start)
+            version = npy_format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = npy_format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = npy_format.read_array_header_2_0(fh)
+            else:
+                return None
+            offset = fh.tell()
+        if dtype.hasobject or math.prod(shape) * dtype.itemsize > info.file_size - (
+                offset - data_start):
+            return None  # refused or reported by the plain reader
+        if not _crc_matches(path, data_start, info):
+            return None  # the plain reader reports the corruption
+        return np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=tuple(shape),
+                         order="F" if fortran else "C")
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+def _crc_matches(path: Path, data_start: int, info: zipfile.ZipInfo) -> bool:
+    """The member's CRC-32, as zipfile checks it when reading, in 64 MiB pieces."""
+    member = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start,
+                       shape=(info.file_size,))
+    crc = 0
+    step = 64 * 2**20
+    for start in range(0, info.file_size, step):
+        crc = zlib.crc32(member[start:start + step], crc)
+    del member
+    return crc == info.CRC
+
+
 def _read_key(path: Path, npz: Any, key: str) -> np.ndarray:
+    mapped = _mapped_member(path, npz, key)
+    if mapped is not None:
+        return mapped
     try:
         return npz[key]
     except ValueError as exc:
@@ -685,10 +752,23 @@ def _declared_bytes(path: Path, npz: Any, key: str) -> int:
     return declared
 
 
+def _stored_uncompressed(npz: Any, key: str) -> bool:
+    """Whether :func:`_mapped_member` maps this member (it is then not read)."""
+    name = f"{key}.npy"
+    if name not in npz.zip.namelist():
+        return False
+    info = npz.zip.getinfo(name)
+    return info.compress_type == zipfile.ZIP_STORED and info.file_size >= MMAP_MIN_BYTES
+
+
 def _check_load_memory(path: Path, npz: Any, present: list[str]) -> None:
-    declared = sum(_declared_bytes(path, npz, key) for key in _READ_KEYS if key in present)
-    # Reading, then converting to the canonical dtypes, holds up to two copies.
-    shortfall = memory_shortfall(2 * declared, f"loading {path}")
+    # Reading, then converting to the canonical dtypes, holds up to two copies; a
+    # memory-mapped member holds at most the converted copy.
+    sizes = {key: _declared_bytes(path, npz, key) for key in _READ_KEYS if key in present}
+    declared = sum(sizes.values())
+    needed = sum((1 if _stored_uncompressed(npz, key) else 2) * size
+                 for key, size in sizes.items())
+    shortfall = memory_shortfall(needed, f"loading {path}")
     if shortfall is not None:
         raise DataContractError(
             f"{shortfall}; the arrays in the file declare {format_bytes(declared)}. Use a "

@@ -26,10 +26,13 @@ from torch.utils.data import DataLoader, Dataset
 from ptychopinn.config import ExecutionConfig, TrainingConfig
 from ptychopinn.grouping import GroupedData
 from ptychopinn.symmetry import DihedralTransform, augment_group
+from ptychopinn_torch.runtime import fits_on_device
 
 
 class GroupedDataset(Dataset):
-    """Normalised groups held as CPU tensors; one item is one group.
+    """Normalised groups held as tensors (on the CPU, or on the accelerator after
+    :meth:`to`); one item is one group. A DataLoader fetches a whole batch with one
+    gather per tensor (:meth:`__getitems__`) instead of one item at a time.
 
     ``input_scale`` is one number or one per group (G,); ``photon_scale`` (G,) adds the
     batch key of that name."""
@@ -54,6 +57,29 @@ class GroupedDataset(Dataset):
 
     def __len__(self) -> int:
         return int(self.diffraction.shape[0])
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {"diffraction": self.diffraction, "local_offsets_px": self.local_offsets_px}
+        if self.photon_scale is not None:
+            tensors["photon_scale"] = self.photon_scale
+        if self.labels is not None:
+            tensors["labels"] = self.labels
+        return tensors
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self._tensors().values())
+
+    def to(self, device: torch.device) -> GroupedDataset:
+        """Move the tensors to ``device`` (in place); returns self."""
+        for name, tensor in self._tensors().items():
+            setattr(self, name, tensor.to(device))
+        return self
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """The batch of groups ``indices``: the same tensors as stacking the items."""
+        index = torch.as_tensor(indices, dtype=torch.long, device=self.diffraction.device)
+        return {name: t.index_select(0, index) for name, t in self._tensors().items()}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = {
@@ -97,6 +123,18 @@ class AugmentedGroups(Dataset):
         if patches is not None:
             item["labels"] = torch.from_numpy(np.ascontiguousarray(patches))
         return item
+
+
+def _batch_as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The loaders' collate function for a GroupedDataset (or a Subset of one), whose
+    ``__getitems__`` already made the batch."""
+    return batch
+
+
+def _gathers_batches(dataset: Dataset) -> bool:
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    return isinstance(dataset, GroupedDataset)
 
 
 def split_indices(
@@ -146,6 +184,8 @@ class PtychoDataModule(L.LightningDataModule):
         self._regroup = regroup
         self._transforms: tuple[DihedralTransform, ...] = ()
         full = GroupedDataset(train_grouped, input_scale, photon_scale=photon_scale)
+        self._stores = [full]
+        self.data_device = torch.device("cpu")
         self._train_indices: list[int] | None = None
         if val_grouped is not None:
             self._plain_train_set: Dataset = full
@@ -153,6 +193,7 @@ class PtychoDataModule(L.LightningDataModule):
                 val_grouped, val_input_scale if val_input_scale is not None else input_scale,
                 photon_scale=val_photon_scale,
             )
+            self._stores.append(self.val_set)
         else:
             train_idx, val_idx = split_indices(
                 len(full), training_config.validation_fraction, training_config.val_seed
@@ -163,6 +204,21 @@ class PtychoDataModule(L.LightningDataModule):
                 torch.utils.data.Subset(full, val_idx.tolist()) if len(val_idx) else None
             )
         self.train_set: Dataset = self._plain_train_set
+
+    def setup(self, stage: str) -> None:
+        """Keep the groups on the training device when it is a GPU, the loaders run in
+        the main process, the groups neither change per epoch nor get augmented (both
+        work on the host) and they fit (``runtime.fits_on_device``): batches are then
+        gathered there, with no host-to-device copy per step."""
+        trainer = self.trainer
+        if (trainer is None or self.execution_config.num_workers > 0
+                or self._regroup is not None or self._transforms):
+            return
+        device = trainer.strategy.root_device
+        if fits_on_device(sum(store.nbytes for store in self._stores), device):
+            for store in self._stores:
+                store.to(device)
+            self.data_device = device
 
     @property
     def has_validation(self) -> bool:
@@ -202,9 +258,12 @@ class PtychoDataModule(L.LightningDataModule):
             "batch_size": self.training_config.batch_size,
             "shuffle": shuffle,
             "num_workers": ex.num_workers,
-            "pin_memory": ex.pin_memory,
+            # Groups on the device need no pinning (and CUDA tensors cannot be pinned).
+            "pin_memory": ex.pin_memory and self.data_device.type == "cpu",
             "drop_last": drop_last,
         }
+        if _gathers_batches(dataset):
+            kwargs["collate_fn"] = _batch_as_is
         if ex.num_workers > 0:
             kwargs["persistent_workers"] = ex.persistent_workers
             if ex.prefetch_factor is not None:

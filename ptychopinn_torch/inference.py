@@ -58,6 +58,7 @@ from ptychopinn_torch.devices import select_device
 from ptychopinn_torch.module import PtychoPINNModule
 from ptychopinn_torch.preflight import check_inference_resources, check_model_memory, check_scan
 from ptychopinn_torch.refine import PatchTransform, RefinementResult, refine_object
+from ptychopinn_torch.runtime import NetworkRunner, default_inference_batch, torch_threads
 from ptychopinn_torch.stitching import Stitcher
 from ptychopinn_torch.trainer import CHECKPOINT_DIRNAME, LAST_CHECKPOINT
 
@@ -95,8 +96,11 @@ class Reconstruction:
 
     ``illumination`` is the summed probe intensity over the canvas
     (``metrics.illumination_map``). With refinement, ``network_object`` is the stitched
-    network output it started from and ``refinement`` its record; ``timings_s`` holds ``network`` (prediction and
-    stitching) and ``refinement`` wall times in seconds.
+    network output it started from and ``refinement`` its record; ``timings_s`` holds
+    ``network`` (prediction and stitching) and ``refinement`` wall times in seconds,
+    ``stage_times_s`` the parts: ``grouping`` (before ``network``), ``prediction`` and
+    ``stitching`` (together ``network``); ``runtime`` how the network ran (device,
+    threads, batch, precision, memory format, compilation).
     """
 
     object: np.ndarray
@@ -107,6 +111,8 @@ class Reconstruction:
     illumination: np.ndarray | None = None
     refinement: RefinementResult | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
+    stage_times_s: dict[str, float] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     @property
     def amplitude(self) -> np.ndarray:
@@ -270,8 +276,9 @@ def check_inference_inputs(model: LoadedModel, data: RawData) -> None:
 
 
 class _GroupStream(torch.utils.data.Dataset):
-    """Gathers one group's normalised patterns and offsets on demand, so memory does not
-    grow with gridsize**2 copies of the scan."""
+    """Gathers a batch of groups' normalised patterns and offsets on demand (one
+    vectorised gather per batch), so memory does not grow with gridsize**2 copies of
+    the scan. Items are lists of group indices (a BatchSampler's batches)."""
 
     def __init__(self, diffraction: np.ndarray, positions_px: np.ndarray,
                  indices: np.ndarray, scale: np.float32):
@@ -283,10 +290,10 @@ class _GroupStream(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self.indices.shape[0])
 
-    def __getitem__(self, g: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        members = self.indices[g]
+    def __getitem__(self, groups: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        members = self.indices[groups]  # (B, C)
         pos = self.positions_px[members]
-        local = (pos - pos.mean(axis=0, keepdims=True)).astype(np.float32)
+        local = (pos - pos.mean(axis=1, keepdims=True)).astype(np.float32)
         x = (self.diffraction[members] * self.scale).astype(np.float32)
         return torch.from_numpy(x), torch.from_numpy(local), torch.from_numpy(pos)
 
@@ -303,7 +310,10 @@ def reconstruct(
 
     Groups are formed like in training (nearest neighbours, seeded); ``n_groups=None``
     makes one group per scan position. Patches are predicted in batches of
-    ``inference_batch_size`` (default: the training batch size) and stitched on the CPU.
+    ``inference_batch_size`` (default: the measured best for the device,
+    ``runtime.default_inference_batch``) with the execution config's threads,
+    precision, memory format and compilation (``ptychopinn_torch.runtime``), and
+    stitched on the CPU while the accelerator predicts the next batch.
     ``progress_callback(done_groups, total_groups)`` is called after each batch; with
     ``execution_config.enable_progress_bar`` a progress bar over the groups is shown on
     stderr.
@@ -318,7 +328,10 @@ def reconstruct(
 
 
 def _batch_groups(model: LoadedModel, execution: ExecutionConfig) -> int:
-    return execution.inference_batch_size or model.training_config.batch_size
+    if execution.inference_batch_size is not None:
+        return execution.inference_batch_size
+    return default_inference_batch(select_device(execution.accelerator), model.N,
+                                   model.model_config.C)
 
 
 @torch.inference_mode()
@@ -329,6 +342,22 @@ def _reconstruct_checked(
     ex: ExecutionConfig,
     progress_callback: ProgressCallback | None,
 ) -> Reconstruction:
+    with torch_threads(ex.num_threads):
+        recon = _predict_and_stitch(model, data, cfg, ex, progress_callback)
+        if cfg.refine_iterations > 0:
+            recon = refine_reconstruction(recon, model, data, cfg, ex,
+                                          select_device(ex.accelerator))
+    return recon
+
+
+def _predict_and_stitch(
+    model: LoadedModel,
+    data: RawData,
+    cfg: InferenceConfig,
+    ex: ExecutionConfig,
+    progress_callback: ProgressCallback | None,
+) -> Reconstruction:
+    start = time.perf_counter()
     tc = model.training_config
     gridsize = model.model_config.gridsize
     indices, _ = find_groups(
@@ -342,9 +371,12 @@ def _reconstruct_checked(
     )
     positions = np.stack([data.xcoords, data.ycoords], axis=-1)
     scale = np.float32(input_scale(data.diffraction))
+    grouping_s = time.perf_counter() - start
+
+    start = time.perf_counter()
     device = select_device(ex.accelerator)
-    module = model.module.to(device).eval()
     batch_size = _batch_groups(model, ex)
+    runner = NetworkRunner(model.module, device, ex, batch_size)
     stitcher = Stitcher(
         N=model.N,
         positions_px_all=positions[np.unique(indices)],
@@ -357,37 +389,64 @@ def _reconstruct_checked(
         align_phase=cfg.stitch_align_phase,
     )
     n_groups = indices.shape[0]
+    batches = torch.utils.data.BatchSampler(
+        torch.utils.data.SequentialSampler(range(n_groups)), batch_size, drop_last=False)
     loader = torch.utils.data.DataLoader(
         _GroupStream(data.diffraction, positions, indices, scale),
-        batch_size=batch_size,
-        shuffle=False,
+        batch_size=None,
+        sampler=batches,
         num_workers=ex.num_workers,
         pin_memory=ex.pin_memory and device.type == "cuda",
     )
-    start = time.perf_counter()
+    stitching_s = 0.0
     done = 0
+    pending: tuple[torch.Tensor, np.ndarray, Any] | None = None
+
+    def stitch(batch: tuple[torch.Tensor, np.ndarray, Any]) -> None:
+        nonlocal stitching_s, done
+        patches, group_pos, copied = batch
+        if copied is not None:
+            copied.synchronize()  # the device-to-host copy of this batch has landed
+        t = time.perf_counter()
+        stitcher.add(patches.numpy().reshape(-1, model.N, model.N), group_pos.reshape(-1, 2))
+        stitching_s += time.perf_counter() - t
+        done += group_pos.shape[0]
+        bar.update(group_pos.shape[0])
+        if progress_callback is not None:
+            progress_callback(done, n_groups)
+
     with tqdm(total=n_groups, desc="reconstructing", unit="group", file=sys.stderr,
               disable=not ex.enable_progress_bar, leave=False) as bar:
         for x, offsets, group_pos in loader:
-            patches = module.predict_patches(x.to(device), offsets.to(device)).cpu().numpy()
-            stitcher.add(patches.reshape(-1, model.N, model.N), group_pos.numpy().reshape(-1, 2))
-            done += x.shape[0]
-            bar.update(x.shape[0])
-            if progress_callback is not None:
-                progress_callback(done, n_groups)
+            patches = runner(x.to(device, non_blocking=True),
+                             offsets.to(device, non_blocking=True))
+            copied = None
+            if device.type == "cuda":
+                # Asynchronous copy: the CPU stitches the previous batch meanwhile.
+                patches = patches.to("cpu", non_blocking=True)
+                copied = torch.cuda.Event()
+                copied.record()
+            else:
+                patches = patches.cpu()
+            if pending is not None:
+                stitch(pending)
+            pending = (patches, group_pos.numpy(), copied)
+        if pending is not None:
+            stitch(pending)
     stitched = stitcher.result()
-    recon = Reconstruction(
+    network_s = time.perf_counter() - start
+    return Reconstruction(
         object=stitched.object.astype(np.complex64),
         origin_px=(float(stitched.origin_px[0]), float(stitched.origin_px[1])),
         coverage=stitched.coverage,
         n_groups=n_groups,
         illumination=illumination_map(stitcher.transform_patches(model.probe), positions,
                                       stitched.origin_px, stitched.object.shape),
-        timings_s={"network": time.perf_counter() - start},
+        timings_s={"network": network_s},
+        stage_times_s={"grouping": grouping_s, "prediction": network_s - stitching_s,
+                       "stitching": stitching_s},
+        runtime=runner.record(),
     )
-    if cfg.refine_iterations > 0:
-        recon = refine_reconstruction(recon, model, data, cfg, ex, device)
-    return recon
 
 
 def refine_reconstruction(
@@ -435,6 +494,8 @@ def refine_reconstruction(
         illumination=recon.illumination,
         refinement=result,
         timings_s={**recon.timings_s, "refinement": result.time_s},
+        stage_times_s=recon.stage_times_s,
+        runtime=recon.runtime,
     )
 
 
@@ -568,7 +629,9 @@ def write_outputs(
 def run_record(recon: Reconstruction) -> dict[str, Any]:
     """Timings (s) and, with refinement, its record: what metrics.json and
     reconstruction.npz keep about how the image was made."""
-    record: dict[str, Any] = {"timings_s": dict(recon.timings_s)}
+    record: dict[str, Any] = {"timings_s": dict(recon.timings_s),
+                              "stage_times_s": dict(recon.stage_times_s),
+                              "runtime": dict(recon.runtime)}
     result = recon.refinement
     if result is not None:
         record["refinement"] = {

@@ -26,6 +26,7 @@ from ptychopinn.config import (
 from ptychopinn.errors import RuntimeFault
 from ptychopinn_torch import physics, stages
 from ptychopinn_torch.networks import Generator
+from ptychopinn_torch.runtime import channels_last
 from ptychopinn_torch.trainer import (
     CHECKPOINT_DIRNAME,
     LAST_CHECKPOINT,
@@ -75,6 +76,8 @@ class PtychoPINNModule(L.LightningModule):
             intensity_scale_trainable=self.training_config.intensity_scale_trainable,
         )
         self.monitor = monitor
+        # Deferred NaN check: per stage, (any non-finite loss so far, the first one).
+        self._non_finite: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ inference
     def forward(self, diffraction: torch.Tensor) -> torch.Tensor:
@@ -118,21 +121,7 @@ class PtychoPINNModule(L.LightningModule):
             physics_weight=stages.physics_weight(self.current_epoch, self.training_config),
         )
         loss = terms["loss"]
-        if not torch.isfinite(loss):
-            last = Path(self.training_config.output_dir) / CHECKPOINT_DIRNAME / LAST_CHECKPOINT
-            kept = (
-                f"The last good checkpoint is {last}. "
-                if last.exists()
-                else "No checkpoint was written before the failure. "
-            )
-            # Data and photon magnitudes are checked before training starts, so the step
-            # size is what is left to blame; name only the flag that sets it.
-            lr = self.execution_config.learning_rate
-            raise NonFiniteLossError(
-                f"{stage} loss became {loss.item()} at epoch {self.current_epoch}; "
-                f"training stopped. {kept}The likely cause is a learning rate too high "
-                f"for this data: lower --learning-rate (now {lr:g}), e.g. to {lr / 10:g}."
-            )
+        self._check_finite(loss, stage)
         batch_size = x.shape[0]
         for name, value in terms.items():
             metric = f"{stage}_loss" if name == "loss" else f"{stage}_{name}"
@@ -146,6 +135,73 @@ class PtychoPINNModule(L.LightningModule):
                 sync_dist=True,
             )
         return loss
+
+    # ------------------------------------------------------------------ NaN check
+    #: Check every step's loss at once (True) or keep a flag on the device and check it
+    #: at the end of each epoch (False); None: at once on the CPU, where reading a value
+    #: costs nothing, deferred on accelerators, where it would stall the queue of
+    #: kernels every step (a host sync).
+    check_finite_every_step: bool | None = None
+
+    def _check_finite(self, loss: torch.Tensor, stage: str) -> None:
+        every_step = self.check_finite_every_step
+        if every_step is None:
+            every_step = loss.device.type == "cpu"
+        if every_step:
+            if not torch.isfinite(loss):
+                self._raise_non_finite(stage, float(loss.detach()))
+            return
+        loss = loss.detach()
+        flag, value = self._non_finite.get(stage, (None, None))
+        if flag is None:
+            flag, value = ~torch.isfinite(loss), loss
+        else:  # keep the first non-finite value once one was seen
+            value = torch.where(flag, value, loss)
+            flag = flag | ~torch.isfinite(loss)
+        self._non_finite[stage] = (flag, value)
+
+    def _check_deferred(self, stage: str) -> None:
+        """Raise for a non-finite loss the deferred check flagged during this epoch (one
+        host sync per epoch), before the epoch's checkpoints are written."""
+        flag, value = self._non_finite.pop(stage, (None, None))
+        if flag is not None and bool(flag):
+            self._raise_non_finite(stage, float(value))
+
+    def _raise_non_finite(self, stage: str, value: float) -> None:
+        last = Path(self.training_config.output_dir) / CHECKPOINT_DIRNAME / LAST_CHECKPOINT
+        kept = (
+            f"The last good checkpoint is {last}. "
+            if last.exists()
+            else "No checkpoint was written before the failure. "
+        )
+        # Data and photon magnitudes are checked before training starts, so the step
+        # size is what is left to blame; name only the flag that sets it.
+        lr = self.execution_config.learning_rate
+        raise NonFiniteLossError(
+            f"{stage} loss became {value} at epoch {self.current_epoch}; "
+            f"training stopped. {kept}The likely cause is a learning rate too high "
+            f"for this data: lower --learning-rate (now {lr:g}), e.g. to {lr / 10:g}."
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        # Validation runs inside the training epoch: a non-finite training loss of this
+        # epoch is reported before validation ranks (and saves) checkpoints.
+        self._check_deferred("train")
+        self._check_deferred("val")
+
+    def on_train_epoch_end(self) -> None:
+        self._check_deferred("train")
+
+    # ------------------------------------------------------------------ hooks
+    def setup(self, stage: str) -> None:
+        # Before the optimiser exists: convolution weights channels-last (NHWC) when
+        # ExecutionConfig.channels_last, so every convolution runs in that layout.
+        channels_last(self.generator, self.execution_config.channels_last)
+
+    def teardown(self, stage: str) -> None:
+        # The trained module leaves fit in the plain layout: it then computes exactly
+        # what the same weights loaded from its checkpoint or bundle compute.
+        channels_last(self.generator, False)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")

@@ -37,13 +37,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ptychopinn_torch.physics import POISSON_EPS, far_field, poisson_nll
+from ptychopinn_torch.physics import POISSON_EPS, far_field
+from ptychopinn_torch.runtime import fits_on_device
 from ptychopinn_torch.stitching import mirror_index
 
 __all__ = [
@@ -124,41 +125,99 @@ def _probe_tensor(probe: Any) -> Tensor:
     return p
 
 
+#: Bilinear taps (row, column offset) in the order their terms are summed.
+_TAPS = ((0, 0), (0, 1), (1, 0), (1, 1))
+#: Detector pixels per chunk of patterns when ``batch_size`` is None: 256 patterns at
+#: N = 64, 64 at N = 128 (measured fastest on a CPU; larger chunks leave the caches).
+CHUNK_PIXELS = 256 * 64 * 64
+#: Host memory the window indices of every pattern may take to be kept between sweeps
+#: (bytes); larger scans rebuild each chunk's indices per sweep.
+INDEX_CACHE_BYTES = 64 * 2**20
+
+
+class _Taps(NamedTuple):
+    """The bilinear windows of a chunk of patterns: ``index`` (B, N+1, N+1), the flat
+    canvas indices of each pattern's (N+1) x (N+1) window, and ``weights``
+    [(row offset, column offset, weight (B, 1, 1))] of the taps that are not zero for
+    every pattern of the chunk."""
+
+    index: Tensor
+    weights: list[tuple[int, int, Tensor]]
+
+
 class _Geometry:
     """Where each pattern's N x N window lies on the (padded) work canvas.
 
     Bilinear extraction, as in ``physics.extract_patches``: patch pixel ``[i, j]`` of a
     pattern at ``(x, y)`` is the canvas at row ``y - N//2 + i``, column ``x - N//2 + j``
-    (canvas coordinates). Taps with zero weight (integer positions) are skipped.
+    (canvas coordinates). One (N+1) x (N+1) window per pattern is gathered and its four
+    shifted N x N views are weighted (one gather instead of four); taps with zero weight
+    for a whole chunk (integer positions) are skipped. Per-pattern offsets and weights
+    live on the device; the window indices of a chunk are kept between sweeps while
+    they fit in ``cache_bytes``.
     """
 
     def __init__(self, positions_px: np.ndarray, origin_px: tuple[int, int], width: int,
-                 N: int, device: torch.device) -> None:  # noqa: N803
+                 N: int, device: torch.device, cache_bytes: int = 0) -> None:  # noqa: N803
         self.width = width
         self.N = N
         self.device = device
         row0 = positions_px[:, 1] - N // 2 - origin_px[1]
         col0 = positions_px[:, 0] - N // 2 - origin_px[0]
-        self.r = np.floor(row0).astype(np.int64)
-        self.c = np.floor(col0).astype(np.int64)
-        self.fr = row0 - self.r
-        self.fc = col0 - self.c
-        ar = torch.arange(N, device=device)
-        self.window = (ar.view(N, 1) * width + ar.view(1, N)).view(1, N, N)
+        r = np.floor(row0).astype(np.int64)
+        c = np.floor(col0).astype(np.int64)
+        fr, fc = row0 - r, col0 - c
+        weights = np.stack([wr * wc for wr in (1.0 - fr, fr) for wc in (1.0 - fc, fc)])
+        self.nonzero = weights != 0  # (4, n), host: which taps a chunk needs
+        self.weights = torch.from_numpy(weights.astype(np.float32)).to(device)
+        side = N + 1
+        self.base = torch.from_numpy(r * width + c).to(device)
+        ar = torch.arange(side, device=device)
+        self.window = (ar.view(side, 1) * width + ar.view(1, side)).view(1, side, side)
+        self.cache_bytes = cache_bytes
+        self._cache: dict[tuple[int, int], Tensor] = {}
+        self._cached = 0
 
-    def taps(self, sl: slice) -> list[tuple[Tensor, Tensor]]:
-        """[(flat canvas indices (B, N, N), weights (B, 1, 1))] for the patterns in ``sl``."""
-        r, c, fr, fc = self.r[sl], self.c[sl], self.fr[sl], self.fc[sl]
-        out = []
-        for dr, wr in ((0, 1.0 - fr), (1, fr)):
-            for dc, wc in ((0, 1.0 - fc), (1, fc)):
-                weight = wr * wc
-                if not np.any(weight):
-                    continue
-                base = torch.from_numpy((r + dr) * self.width + (c + dc)).to(self.device)
-                w = torch.from_numpy(weight.astype(np.float32)).to(self.device)
-                out.append((base.view(-1, 1, 1) + self.window, w.view(-1, 1, 1)))
-        return out
+    def taps(self, sl: slice) -> _Taps:
+        """The windows and tap weights of the patterns in ``sl``."""
+        key = (sl.start, sl.stop)
+        index = self._cache.get(key)
+        if index is None:
+            index = self.base[sl].view(-1, 1, 1) + self.window
+            if self._cached + index.nbytes <= self.cache_bytes:
+                self._cache[key] = index
+                self._cached += index.nbytes
+        weights = [(dr, dc, self.weights[t, sl].view(-1, 1, 1))
+                   for t, (dr, dc) in enumerate(_TAPS) if self.nonzero[t, sl].any()]
+        return _Taps(index, weights)
+
+
+class _MeasuredCounts:
+    """Measured counts ``(amplitude_scale * amplitude)**2`` of a chunk, float32 on the
+    device. On an accelerator they are copied there once and kept while they fit in
+    ``runtime.DEVICE_DATA_SHARE`` of its free memory; on the CPU the amplitudes are read in
+    place (no copy of the scan)."""
+
+    def __init__(self, amplitudes: np.ndarray, amplitude_scale: float,
+                 device: torch.device) -> None:
+        self.amplitudes = amplitudes
+        self.scale = amplitude_scale
+        self.device = device
+        self._kept: dict[tuple[int, int], Tensor] | None = None
+        if fits_on_device(amplitudes.size * 4, device):
+            self._kept = {}
+
+    def __call__(self, sl: slice, workspace: _Workspace) -> Tensor:
+        key = (sl.start, sl.stop)
+        if self._kept is not None and key in self._kept:
+            return self._kept[key]
+        measured = torch.from_numpy(np.asarray(self.amplitudes[sl], dtype=np.float32))
+        if self._kept is None:
+            out = workspace.get("counts", tuple(measured.shape), torch.float32)
+            return torch.mul(measured.to(self.device), self.scale, out=out).square_()
+        counts = (measured.to(self.device) * self.scale) ** 2
+        self._kept[key] = counts
+        return counts
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -198,19 +257,73 @@ class PatchTransform:
         return x
 
 
-def _gather(flat: Tensor, taps: list[tuple[Tensor, Tensor]]) -> Tensor:
-    out = None
-    for idx, w in taps:
-        term = flat[idx] * w
-        out = term if out is None else out + term
-    assert out is not None
+class _Workspace:
+    """Reusable chunk-sized buffers: the sweep writes into them (``out=`` and in-place
+    operations) instead of allocating fresh tensors for every chunk; fresh large
+    allocations cost page faults that, on a busy CPU, took as long as the arithmetic.
+    A buffer is sized by the first (largest) chunk; a shorter chunk uses its head."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._buffers: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.shape[1:] != shape[1:] \
+                or buffer.shape[0] < shape[0]:
+            buffer = torch.empty(shape, dtype=dtype, device=self.device)
+            self._buffers[name] = buffer
+        return buffer[: shape[0]]
+
+
+def _real_view(x: Tensor) -> Tensor:
+    # Weighted sums of strided complex views are several times slower than the same
+    # arithmetic on their (..., 2) real views (measured, torch 2.13 CPU).
+    return torch.view_as_real(x) if x.is_complex() else x
+
+
+def _tap_weight(w: Tensor, flat: Tensor) -> Tensor:
+    return w.unsqueeze(-1) if flat.is_complex() else w
+
+
+def _gather(flat: Tensor, taps: _Taps, workspace: _Workspace | None = None) -> Tensor:
+    """Bilinearly extracted N x N patches (B, N, N) of the flat canvas ``flat``."""
+    ws = workspace or _Workspace(flat.device)
+    b, side = taps.index.shape[0], taps.index.shape[-1]
+    n = side - 1
+    raw = ws.get("window", (b * side * side,), flat.dtype)
+    torch.index_select(flat, 0, taps.index.reshape(-1), out=raw)
+    window = _real_view(raw.view(b, side, side))
+    out = ws.get("patches", (b, n, n), flat.dtype)
+    out_real = _real_view(out)
+    for k, (dr, dc, w) in enumerate(taps.weights):
+        term = window[:, dr : dr + n, dc : dc + n]
+        if k == 0:
+            torch.mul(term, _tap_weight(w, flat), out=out_real)
+        else:
+            out_real.addcmul_(term, _tap_weight(w, flat))
     return out
 
 
-def _scatter(flat: Tensor, taps: list[tuple[Tensor, Tensor]], values: Tensor) -> None:
+def _scatter(flat: Tensor, taps: _Taps, values: Tensor,
+             workspace: _Workspace | None = None) -> None:
     """Adjoint of :func:`_gather`: add ``values`` (B, N, N) back onto ``flat`` in place."""
-    for idx, w in taps:
-        flat.index_add_(0, idx.reshape(-1), (values * w).reshape(-1))
+    ws = workspace or _Workspace(flat.device)
+    b, side = taps.index.shape[0], taps.index.shape[-1]
+    n = side - 1
+    window = ws.get("scatter", (b, side, side), flat.dtype).zero_()
+    real, vals = _real_view(window), _real_view(values.to(flat.dtype))
+    for dr, dc, w in taps.weights:
+        real[:, dr : dr + n, dc : dc + n].addcmul_(vals, _tap_weight(w, flat))
+    flat.index_add_(0, taps.index.reshape(-1), window.reshape(-1))
+
+
+def _checkerboard(n: int, device: torch.device) -> Tensor:
+    """``(-1)**(i + j)`` (n, n): for even n, ``fftshift(fft2(ifftshift(x))) =
+    C * fft2(C * x)`` and likewise for the inverse, so multiplying the probe by C once
+    replaces the four shifts (copies) of every far-field round trip."""
+    i = torch.arange(n, device=device)
+    return (1 - 2 * ((i.view(n, 1) + i.view(1, n)) % 2)).to(torch.complex64)
 
 
 def _inverse_far_field(wave: Tensor) -> Tensor:
@@ -257,7 +370,7 @@ def refine_object(
     tolerance: float = 1e-3,
     refine_probe: bool = False,
     amplitude_scale: float = 1.0,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     coverage: Any = None,
     patch_transform: PatchTransform | None = None,
     device: torch.device | str = "cpu",
@@ -282,8 +395,9 @@ def refine_object(
     if not (isinstance(amplitude_scale, int | float) and math.isfinite(amplitude_scale)
             and amplitude_scale > 0):
         raise RefinementError(f"amplitude_scale must be a finite number > 0; got {amplitude_scale!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise RefinementError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    if batch_size is not None and (isinstance(batch_size, bool)
+                                   or not isinstance(batch_size, int) or batch_size < 1):
+        raise RefinementError(f"batch_size must be an integer >= 1 or None; got {batch_size!r}")
     device = torch.device(device)
     probe_t = _probe_tensor(probe)
     obj0, amps, pos, cov = _check_inputs(initial_object, probe_t, amplitudes, positions_px, coverage)
@@ -307,22 +421,43 @@ def refine_object(
     work[inner] = np.where(cov, obj0, fill)
 
     start = time.perf_counter()
-    geometry = _Geometry(pos, (left, top), work_w, n_pix, device)
+    geometry = _Geometry(pos, (left, top), work_w, n_pix, device, INDEX_CACHE_BYTES)
     obj = torch.from_numpy(work).to(device).reshape(-1)
-    p = probe_t.to(device)
     n = amps.shape[0]
+    if batch_size is None:
+        batch_size = max(1, CHUNK_PIXELS // (n_pix * n_pix))
     chunks = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    counts_of = _MeasuredCounts(amps, amplitude_scale, device)
 
     to_scan = patch_transform.to_scan if patch_transform is not None else _identity
     to_probe = patch_transform.to_probe if patch_transform is not None else _identity
+    # Even N: the probe is kept multiplied by the checkerboard C and the far field is a
+    # plain FFT (see _checkerboard); |far field|, the corrections and the gradients are
+    # then exactly those of the shifted transforms, without their copies.
+    checker = _checkerboard(n_pix, device) if n_pix % 2 == 0 else None
+
+    def forward(wave: Tensor, out: Tensor) -> Tensor:
+        if checker is None:
+            return far_field(wave)
+        return torch.fft.fft2(wave, norm="ortho", out=out)
+
+    def inverse(wave: Tensor, out: Tensor) -> Tensor:
+        if checker is None:
+            return _inverse_far_field(wave)
+        return torch.fft.ifft2(wave, norm="ortho", out=out)
+
+    p = probe_t.to(device)
+    if checker is not None:
+        p = p * checker
+
+    workspace = _Workspace(device)
 
     def illumination(pr: Tensor) -> Tensor:
         acc = torch.zeros(obj.shape, dtype=torch.float32, device=device)
-        weight = to_scan(pr.abs() ** 2).expand(1, n_pix, n_pix)
+        weight = to_scan(pr.abs() ** 2)
         for sl in chunks:
             taps = geometry.taps(sl)
-            for idx, wt in taps:
-                acc.index_add_(0, idx.reshape(-1), (weight * wt).expand_as(idx).reshape(-1))
+            _scatter(acc, taps, weight.expand(taps.index.shape[0], n_pix, n_pix), workspace)
         return acc
 
     def preconditioner(acc: Tensor) -> Tensor:
@@ -336,31 +471,40 @@ def refine_object(
 
     def sweep(with_update: bool) -> tuple[float, Tensor | None, Tensor | None, Tensor | None]:
         """Loss of the current object; with_update also the summed corrections."""
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         grad_obj = torch.zeros_like(obj) if with_update else None
         grad_probe = torch.zeros_like(p) if (with_update and refine_probe) else None
         probe_norm = torch.zeros(p.shape, dtype=torch.float32, device=device) if grad_probe is not None else None
         for sl in chunks:
             taps = geometry.taps(sl)
-            patches = to_probe(_gather(obj, taps))
-            exit_wave = p * patches
-            psi = far_field(exit_wave)
-            measured = torch.from_numpy(np.asarray(amps[sl], dtype=np.float32)).to(device)
-            counts = (measured * amplitude_scale) ** 2
-            lam = psi.real**2 + psi.imag**2
-            loss_sum += float(poisson_nll(lam.sqrt(), counts.sqrt(), 1.0)) * counts.numel()
+            shape = (taps.index.shape[0], n_pix, n_pix)
+            patches = to_probe(_gather(obj, taps, workspace))
+            exit_wave = torch.mul(p, patches, out=workspace.get("wave", shape, torch.complex64))
+            psi = forward(exit_wave, workspace.get("psi", shape, torch.complex64))
+            counts = counts_of(sl, workspace)
+            parts = torch.view_as_real(psi)
+            lam = torch.mul(parts[..., 0], parts[..., 0],
+                            out=workspace.get("lam", shape, torch.float32))
+            lam.addcmul_(parts[..., 1], parts[..., 1])
+            inv_lam = torch.add(lam, POISSON_EPS, out=workspace.get("inv", shape, torch.float32))
+            inv_lam.reciprocal_()
+            # Poisson deviance (physics.poisson_nll): k log((k + eps) / (lam + eps)) + lam - k.
+            work = torch.add(counts, POISSON_EPS, out=workspace.get("work", shape, torch.float32))
+            work.mul_(inv_lam).log_().mul_(counts).add_(lam).sub_(counts)
+            loss_sum += work.sum(dtype=torch.float64)  # on the device: no sync per chunk
             if not with_update:
                 continue
             # Gradient of the Poisson NLL with respect to conj(psi), halved so that a
             # step of 1 is the amplitude correction near a fit; capped (at most doubling
             # a far-field pixel) where the prediction is far too dark.
-            factor = (0.5 * (counts / (lam + POISSON_EPS) - 1.0)).clamp(max=MAX_FAR_FIELD_GAIN)
-            correction = _inverse_far_field(psi * factor)
-            _scatter(grad_obj, taps, to_scan(p.conj() * correction))
+            factor = torch.mul(counts, inv_lam, out=work)
+            factor.sub_(1.0).mul_(0.5).clamp_(max=MAX_FAR_FIELD_GAIN)
+            correction = inverse(psi.mul_(factor), exit_wave)  # exit_wave's buffer is free
             if grad_probe is not None:
                 grad_probe += (patches.conj() * correction).sum(dim=0)
                 probe_norm += (patches.abs() ** 2).sum(dim=0)
-        return loss_sum / n_pixels_total, grad_obj, grad_probe, probe_norm
+            _scatter(grad_obj, taps, to_scan(correction.mul_(p.conj())), workspace)
+        return float(loss_sum) / n_pixels_total, grad_obj, grad_probe, probe_norm
 
     iterations = 0
     for it in range(1, max_iterations + 1):
@@ -376,8 +520,8 @@ def refine_object(
         iterations = it
         assert grad_obj is not None
         step = grad_obj / obj_denominator
-        velocity = MOMENTUM * velocity + step
-        obj = obj + step + MOMENTUM * velocity
+        velocity.mul_(MOMENTUM).add_(step)  # in place, same arithmetic as v = 0.9 v + step
+        obj.add_(step).add_(MOMENTUM * velocity)
         if grad_probe is not None and probe_norm is not None and it >= PROBE_START_ITERATION:
             p = p + PROBE_STEP * grad_probe / preconditioner(probe_norm)
             obj_denominator = preconditioner(illumination(p))
@@ -393,7 +537,7 @@ def refine_object(
     refined = obj.reshape(work_h, work_w).cpu().numpy()[inner].astype(np.complex64)
     return RefinementResult(
         object=refined,
-        probe=p.cpu().numpy().astype(np.complex64),
+        probe=(p if checker is None else p * checker).cpu().numpy().astype(np.complex64),
         loss_history=history,
         final_loss=final_loss,
         iterations=iterations,

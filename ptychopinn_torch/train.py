@@ -60,6 +60,7 @@ from ptychopinn_torch.preflight import (
     find_resume_point,
     warn_if_photons_disagree,
 )
+from ptychopinn_torch.runtime import torch_threads
 from ptychopinn_torch.trainer import (
     CHECKPOINT_DIRNAME,
     EpochCallback,
@@ -382,7 +383,8 @@ def _fit(
             warnings.filterwarnings(
                 "ignore", message=r"Checkpoint directory .* exists and is not empty",
                 module=r"lightning\.pytorch\.callbacks\.model_checkpoint")
-        trainer.fit(module, datamodule=run.datamodule, ckpt_path=ckpt_path)
+        with torch_threads(execution.num_threads):
+            trainer.fit(module, datamodule=run.datamodule, ckpt_path=ckpt_path)
     elapsed = time.perf_counter() - start
 
     losses = history.history
@@ -507,7 +509,8 @@ def load_initial_weights(module: PtychoPINNModule, parent: LoadedModel) -> None:
 def save_model_bundle(module: PtychoPINNModule, path: Path, summary: dict[str, Any]) -> Path:
     """Write the module, its configs, intensity scale and probe as one bundle file."""
     hp = module.hparams
-    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    # Contiguous: the file does not depend on the memory format the network trained in.
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     return save_bundle(
         path,
         state_dict=state,

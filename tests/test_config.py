@@ -238,6 +238,11 @@ BAD_CASES = [
     ),
     *bad_values(ExecutionConfig, ("inference_batch_size",), (0, -1, 4.0, True), OPT_INT_GE_1),
     *bad_values(ExecutionConfig, ("seed",), (-1, 1.5, True, None), INT_GE_0),
+    *bad_values(ExecutionConfig, ("num_threads",), (0, -2, 5000, 2.0, True, "2"),
+                (">= 1", "<= 4096", "None")),
+    *bad_values(ExecutionConfig, ("channels_last", "inference_compile"), (None, 1, "yes"), BOOL),
+    *bad_values(ExecutionConfig, ("inference_precision",), ("16", "bf16-mixed", 32, None),
+                ("32", "bf16")),
 ]
 
 
@@ -602,6 +607,10 @@ def _samples(tmp: Path) -> dict[type, Any]:
         mlflow_tracking_uri="http://tracking.example:5000",
         inference_batch_size=64,
         seed=7,
+        num_threads=3,
+        channels_last=False,
+        inference_precision="bf16",
+        inference_compile=True,
     )
     return {
         ModelConfig: model,

@@ -521,3 +521,67 @@ def test_atomic_write_helpers(tmp_path):
     assert (tmp_path / "b.json").read_text() == "{\"k\": 1}"
     with pytest.raises(ValueError, match="directory"):
         atomic_write_bytes(tmp_path, b"x")
+
+
+# ----------------------------------------------------------------- memory-mapped loading
+def _scan_with_patterns(n: int = 40, N: int = 32) -> RawData:
+    rng = np.random.default_rng(4)
+    return RawData(diffraction=rng.random((n, N, N), dtype=np.float32),
+                   xcoords=np.arange(n, dtype=float) + 20, ycoords=np.full(n, 20.0),
+                   probe_guess=np.ones((N, N), np.complex64))
+
+
+@pytest.fixture
+def small_mmap_threshold(monkeypatch):
+    import ptychopinn.data as data_module
+
+    monkeypatch.setattr(data_module, "MMAP_MIN_BYTES", 1024)
+    return data_module
+
+
+def test_uncompressed_large_members_are_memory_mapped_copy_on_write(tmp_path,
+                                                                    small_mmap_threshold):
+    raw = _scan_with_patterns()
+    path = tmp_path / "scan.npz"
+    raw.save(path)
+    before = path.read_bytes()
+    loaded = RawData.from_file(path)
+    assert isinstance(loaded.diffraction.base, np.memmap)
+    np.testing.assert_array_equal(loaded.diffraction, raw.diffraction)
+    assert not isinstance(loaded.xcoords.base, np.memmap)  # small members are read
+    loaded.diffraction[0, 0, 0] = 123.0  # a private copy of the page: the file is unchanged
+    assert path.read_bytes() == before
+    assert RawData.from_file(path).diffraction[0, 0, 0] == raw.diffraction[0, 0, 0]
+
+
+def test_compressed_members_are_read_not_mapped(tmp_path, small_mmap_threshold):
+    raw = _scan_with_patterns()
+    path = tmp_path / "scan.npz"
+    np.savez_compressed(path, **raw.to_arrays())
+    loaded = RawData.from_file(path)
+    assert not isinstance(loaded.diffraction.base, np.memmap)
+    np.testing.assert_array_equal(loaded.diffraction, raw.diffraction)
+
+
+def test_a_corrupt_mapped_member_fails_its_crc_check(tmp_path, small_mmap_threshold):
+    path = tmp_path / "scan.npz"
+    _scan_with_patterns().save(path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside the diffraction member
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataContractError, match="could not be read, the archive is corrupt"):
+        RawData.from_file(path)
+
+
+def test_a_mapped_member_counts_once_in_the_memory_check(tmp_path, small_mmap_threshold,
+                                                         monkeypatch):
+    raw = _scan_with_patterns()
+    asked: list[int] = []
+    monkeypatch.setattr(small_mmap_threshold, "memory_shortfall",
+                        lambda needed, what: asked.append(needed))
+    for name, writer in (("plain.npz", np.savez), ("packed.npz", np.savez_compressed)):
+        writer(tmp_path / name, **raw.to_arrays())
+        RawData.from_file(tmp_path / name)
+    declared = sum(a.nbytes for a in raw.to_arrays().values())
+    mapped = raw.diffraction.nbytes + raw.probe_guess.nbytes  # the members >= 1024 bytes
+    assert asked == [2 * declared - mapped, 2 * declared]

@@ -221,9 +221,11 @@ def test_probe_weighting_differs_from_uniform(id_data):
 
 
 @pytest.mark.parametrize(("inference_batch_size", "expected_sizes"),
-                         [(None, [8] * 8), (5, [5] * 12 + [4]), (64, [64]), (100, [64])])
-def test_batches_default_to_the_training_batch_size(id_data, inference_batch_size,
-                                                    expected_sizes):
+                         [(None, [16] * 4), (5, [5] * 12 + [4]), (64, [64]), (100, [64])])
+def test_batches_default_to_the_measured_best_not_the_training_batch_size(
+        id_data, inference_batch_size, expected_sizes):
+    # None: runtime.CPU_BATCH_PIXELS = 16 patterns of 64 x 64 on a CPU, whatever the
+    # training batch size (8 here) was.
     model, net = fake_model(true_patches(id_data), id_data.probe_guess, batch_size=8)
     progress = []
     recon = inf.reconstruct(model, id_data, stitch_only_config(),

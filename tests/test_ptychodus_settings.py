@@ -124,6 +124,10 @@ CASES = [
     ('PINNExecution', 'Logger', 'tensorboard', 'execution', 'logger', 'tensorboard'),
     ('PINNExecution', 'InferenceBatchSize', '64', 'execution', 'inference_batch_size', 64),
     ('PINNExecution', 'Seed', '123', 'execution', 'seed', 123),
+    ('PINNExecution', 'InferencePrecision', 'bf16', 'execution', 'inference_precision', 'bf16'),
+    ('PINNExecution', 'InferenceCompile', 'true', 'execution', 'inference_compile', True),
+    ('PINNExecution', 'NumThreads', '3', 'execution', 'num_threads', 3),
+    ('PINNExecution', 'ChannelsLast', 'false', 'execution', 'channels_last', False),
 ]
 
 # Settings that are not config fields, and config fields that do not come from settings.

@@ -307,6 +307,18 @@ def add_execution_flags(parser: argparse.ArgumentParser, *, inference: bool) -> 
         "reproducibility; more workers use more memory)",
     )
     add_field_flag(
+        parser, "--num-threads", section="execution", name="num_threads",
+        type=positive_int, metavar="INT", default_text="torch's default, one per core",
+        help="Threads torch computes with (on a machine shared with other work, fewer "
+        "threads than cores can be faster)",
+    )
+    add_switch(
+        parser, ["--channels-last"], ["--no-channels-last"], section="execution",
+        name="channels_last",
+        help_on="Run the network's convolutions in channels-last (NHWC) memory format",
+        help_off="Run them in the contiguous (NCHW) format",
+    )
+    add_field_flag(
         parser, "--mlflow-tracking-uri", section="execution", name="mlflow_tracking_uri",
         metavar="URI",
         help=("MLflow tracking URI the --run_id model is read from (none: MLflow's own "
