@@ -106,8 +106,8 @@ class Gui:
             time.sleep(0.02)
         self.run_tasks()
 
-    def register_scan(self, directory: Path, n_positions: int = 16):
-        parameters, _ = simulated_reconstruct_input(N=64, n_positions=n_positions)
+    def register_scan(self, directory: Path, n_positions: int = 16, N: int = 64):  # noqa: N803
+        parameters, _ = simulated_reconstruct_input(N=N, n_positions=n_positions)
         write_standard_layout(directory, parameters)
         workflow = self.model.workflow_api
         diffraction = workflow.load_assembled_diffraction_data(
@@ -144,6 +144,10 @@ def gui(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(
         FileDialogFactory, 'get_existing_directory_path',
         lambda self, parent, caption, **kw: directory['train'],
+    )
+    monkeypatch.setattr(
+        FileDialogFactory, 'get_open_file_path',
+        lambda self, parent, caption, **kw: (directory['open'], ''),
     )
     monkeypatch.setattr(
         FileDialogFactory, 'get_save_file_path',
@@ -197,6 +201,53 @@ def test_a_failure_inside_training_reaches_the_processing_log(gui, tmp_path):
     assert 'PINN: training failed:' in gui.processing_log()
     assert 'train_data.npz' in gui.processing_log()
     assert gui.library.pinn.training_progress.state == 'failed'
+
+
+def _menu_action(gui, text: str):
+    return next(a for a in gui.actions.actions_menu.actions() if a.text() == text)
+
+
+def test_load_model_with_a_bad_file_says_so_in_a_message_box(gui, tmp_path):
+    gui.register_scan(tmp_path / 'scan')
+    bad = tmp_path / 'not_a_model.zip'
+    bad.write_bytes(b'not a zip archive')
+    gui.directory['open'] = bad
+    _menu_action(gui, 'Load Model...').trigger()
+    gui.run_tasks()
+
+    [(actor, error)] = gui.dialogs
+    assert actor == 'Load Model'
+    assert str(bad) in str(error) and '\n' not in str(error)  # one line naming the file
+    assert not gui.library.pinn.is_model_loaded()
+    assert not gui.actions.reconstruct_button.isEnabled()
+
+
+def test_a_failure_inside_infer_reaches_the_gui(gui, tmp_path, tiny_raw, tiny_training_config,
+                                                cpu_execution):
+    from ptychopinn_torch.train import train
+
+    bundle = train(tiny_raw, None, tiny_training_config(nepochs=1),
+                   cpu_execution(logger='none')).bundle_path
+    gui.register_scan(tmp_path / 'scan', N=128)  # patterns twice the model's size
+    gui.directory['open'] = bundle
+    _menu_action(gui, 'Load Model...').trigger()
+    gui.run_tasks()
+    assert not gui.dialogs and gui.library.pinn.is_model_loaded()
+    infer = gui.actions.reconstruct_button
+    assert infer.isEnabled()
+
+    products = len(gui.model.product_core.product_repository)
+    snapshot = gui.monitor.get_completed_runs()
+    infer.click()
+    gui.wait(lambda: bool(gui.dialogs)
+             or gui.monitor.wait_for_completion_after(snapshot, timeout=0))
+
+    shown = ' '.join(str(error) for _, error in gui.dialogs) + gui.processing_log()
+    assert 'trained on 64 x 64' in shown  # the reason, where the user looks
+    assert 'PINN: reconstruction failed:' in gui.processing_log()
+    # Ptychodus makes the output product before a reconstructor runs; it stays a copy of
+    # the input (no half-written object), one product, nothing else
+    assert len(gui.model.product_core.product_repository) == products + 1
 
 
 # ------------------------------------------------------------------------- item 2
