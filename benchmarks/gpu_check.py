@@ -49,8 +49,8 @@ from ptychopinn.metrics import evaluate_reconstruction  # noqa: E402
 from ptychopinn.simulate import simulate_dataset  # noqa: E402
 
 FULL = {"train": {64: 1024, 128: 512}, "epochs": 3, "held_out": 1024, "scan": 16384,
-        "refine_iterations": 30, "batches": [64, 256, 1024], "generator": "unet",
-        "n_filters_scale": 2}
+        "refine_iterations": 30, "batches": [64, 256, 1024],
+        "generator": ModelConfig.generator, "n_filters_scale": ModelConfig.n_filters_scale}
 TINY = {"train": {64: 16, 128: 8}, "epochs": 2, "held_out": 64, "scan": 64,
         "refine_iterations": 2, "batches": [4, 16], "generator": "cnn", "n_filters_scale": 1}
 

@@ -52,7 +52,7 @@ from ptychopinn.simulate import make_probe, simulate_dataset  # noqa: E402
 QUICK = {"n": [64], "positions": [256, 1024], "refine_iterations": 3, "train_groups": 48,
          "train_epochs": 2, "train_networks": ["default"], "reference_size": 1024}
 FULL = {"n": [64, 128], "positions": [256, 1024, 4096, 16384], "refine_iterations": 30,
-        "train_groups": 256, "train_epochs": 3, "train_networks": ["default", "unet1"],
+        "train_groups": 256, "train_epochs": 3, "train_networks": ["default", "unet2"],
         "reference_size": 2048}
 TINY = {"n": [64], "positions": [32, 64, 128], "refine_iterations": 1, "train_groups": 16,
         "train_epochs": 2, "train_networks": ["cnn1"], "reference_size": 256,
@@ -331,6 +331,14 @@ def training_speed(args: argparse.Namespace, mc: ModelConfig, groups: int, epoch
             "load_1min_after": round(os.getloadavg()[0], 2)}
 
 
+#: Networks whose training throughput can be measured (ModelConfig fields besides N).
+TRAIN_NETWORKS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "unet2": {"generator": "unet", "n_filters_scale": 2},
+    "unet1": {"generator": "unet", "n_filters_scale": 1},
+    "cnn1": {"generator": "cnn", "n_filters_scale": 1},
+}
+
 TRAIN_VARIANTS = {
     "knobs off": {"channels_last": False, "precision": "32-true"},
     "channels-last": {"channels_last": True, "precision": "32-true"},
@@ -440,10 +448,10 @@ def main(argv: list[str] | None = None) -> int:
                    "part (a smoke test, seconds)")
     p.add_argument("--n", type=int, nargs="+", help="pattern sizes (64 128; 256 if it fits)")
     p.add_argument("--positions", type=int, nargs="+", help="scan lengths")
-    p.add_argument("--generator", choices=("unet", "cnn"),
-                   help="network layout (default unet; cnn with --tiny)")
+    p.add_argument("--generator", choices=("unet_lite", "unet", "cnn"),
+                   help="network layout (default: ModelConfig's; cnn with --tiny)")
     p.add_argument("--n-filters-scale", type=int,
-                   help="network width (default 2, the default network; 1 with --tiny)")
+                   help="network width (default: ModelConfig's)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="groups per inference batch (default: the runtime's measured best)")
     p.add_argument("--precision", default="32", choices=("32", "bf16"),
@@ -457,8 +465,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="a trained bundle: used for the precision check (its N and network)")
     p.add_argument("--skip-scans", action="store_true")
     p.add_argument("--skip-training", action="store_true")
-    p.add_argument("--train-networks", nargs="+", choices=("default", "unet1", "cnn1"),
-                   help="networks whose training throughput is measured")
+    p.add_argument("--train-networks", nargs="+", choices=tuple(TRAIN_NETWORKS),
+                   help="networks whose training throughput is measured (default: "
+                        "ModelConfig's; unet2 is the default before unet_lite)")
     p.add_argument("--precision-check", action="store_true",
                    help="held-out SSIM of bf16 against float32 inference (trains a small "
                         "model unless --model is given)")
@@ -475,8 +484,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     mode = TINY if args.tiny else QUICK if args.quick else FULL
     args.n = args.n or mode["n"]
-    args.generator = args.generator or mode.get("generator", "unet")
-    args.n_filters_scale = args.n_filters_scale or mode.get("n_filters_scale", 2)
+    args.generator = args.generator or mode.get("generator", ModelConfig.generator)
+    args.n_filters_scale = args.n_filters_scale or mode.get("n_filters_scale",
+                                                            ModelConfig.n_filters_scale)
     args.positions = sorted(args.positions or mode["positions"])
     if args.refine_iterations is None:
         args.refine_iterations = mode["refine_iterations"]
@@ -525,12 +535,10 @@ def main(argv: list[str] | None = None) -> int:
             report["sweep"] = network_sweep(args, mc, device, counts, [4, 8, 16, 32, 64, 128])
         report["training"] = []
         if not args.skip_training:
-            specs = {"default": ModelConfig(N=args.n[0]),
-                     "unet1": ModelConfig(N=args.n[0], n_filters_scale=1),
-                     "cnn1": ModelConfig(N=args.n[0], generator="cnn", n_filters_scale=1)}
             for name in networks:
                 for label, knobs in TRAIN_VARIANTS.items():
-                    row = training_speed(args, specs[name], mode["train_groups"],
+                    row = training_speed(args, ModelConfig(N=args.n[0], **TRAIN_NETWORKS[name]),
+                                         mode["train_groups"],
                                          mode["train_epochs"], knobs, tmp)
                     row["variant"] = label
                     report["training"].append(row)

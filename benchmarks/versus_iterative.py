@@ -154,13 +154,15 @@ def _ptychi(python: str, data: RawData, name: str, work: Path, scorer: Scorer,
 
 
 def _ptychi_wall_times(summary: Any) -> dict[int, float]:
-    """Epochs -> wall seconds from the tool's JSON (whatever its nesting)."""
+    """Epochs -> wall seconds (task build + run) from the tool's JSON: each run there is
+    ``{"epochs": E, "timing": {"build_s", "run_s", "total_s"}, ...}``."""
     found: dict[int, float] = {}
 
     def visit(node: Any) -> None:
         if isinstance(node, dict):
             epochs = node.get("epochs")
-            wall = node.get("wall_s", node.get("run_s"))
+            timing = node.get("timing")
+            wall = timing.get("total_s") if isinstance(timing, dict) else None
             if isinstance(epochs, int) and isinstance(wall, int | float):
                 found[epochs] = float(wall)
             for value in node.values():

@@ -42,7 +42,7 @@ PHYSICS_WEIGHT_SCHEDULES = ("linear", "cosine", "exponential")
 DDP_BACKENDS = ("nccl", "gloo", "mpi")
 #: Arithmetic of the network at inference: float32, or bfloat16 autocast (convolutions
 #: and matrix products in bfloat16; the physics, FFTs and stitching stay float32).
-INFERENCE_PRECISIONS = ("32", "bf16")
+INFERENCE_PRECISIONS = ("auto", "32", "bf16")
 
 
 #: Metric names a training run logs per epoch (the Lightning module logs under them).
@@ -231,8 +231,10 @@ class _ConfigBase:
 class ModelConfig(_ConfigBase):
     """Architecture and physics of the network.
 
-    ``generator`` picks the network layout: "unet" (physics back-projection into real space,
-    then a U-Net) or "cnn" (the legacy encoder/decoder). N is the diffraction pattern side
+    ``generator`` picks the network layout: "unet_lite" (the default: physics
+    back-projection into real space, then a U-Net with one shared decoder), "unet" (the
+    same with two full decoders, about 2x the arithmetic) or "cnn" (the legacy
+    encoder/decoder). N is the diffraction pattern side
     in pixels; ``gridsize**2`` neighbouring patterns form
     one group; ``probe_scale`` is dimensionless; ``gaussian_smoothing_sigma`` is in pixels.
     The ``eca_*``, ``cbam_*`` and ``spatial_decoder`` switches add attention blocks to the
@@ -242,9 +244,9 @@ class ModelConfig(_ConfigBase):
 
     N: int = 64
     gridsize: int = 1
-    n_filters_scale: int = 2
+    n_filters_scale: int = 1
     model_type: str = "pinn"
-    generator: str = "unet"
+    generator: str = "unet_lite"
     amp_activation: str = "sigmoid"
     object_big: bool = True
     probe_big: bool = True
@@ -544,7 +546,7 @@ class ExecutionConfig(_ConfigBase):
     seed: int = 42
     num_threads: int | None = None
     channels_last: bool = True
-    inference_precision: str = "32"
+    inference_precision: str = "auto"
     inference_compile: bool = False
 
     def __post_init__(self) -> None:

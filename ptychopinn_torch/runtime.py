@@ -8,7 +8,11 @@ training and inference treat them alike:
   its own);
 * ``channels_last``: convolution weights in NHWC layout; PyTorch then computes every
   convolution of the network channels-last (oneDNN on CPUs, cuDNN on GPUs);
-* ``inference_precision``: bfloat16 autocast around the network ("bf16"), float32 ("32");
+* ``inference_precision``: bfloat16 autocast around the network ("bf16"), float32 ("32"),
+  or "auto": bf16 where the hardware computes bfloat16 natively
+  (:func:`native_bf16`), else float32. The network's image then changes by less than
+  0.001 SSIM on the benchmark scans (``benchmarks/speed.py --precision-check``), and
+  physics refinement, which follows it, always runs in float32;
 * ``inference_compile``: ``torch.compile`` of the generator, with a clean fallback to
   eager execution when compiling fails (no C++ compiler, an unsupported operator);
 * the default inference batch: measured best per device (:func:`default_inference_batch`).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,6 +39,8 @@ __all__ = [
     "autocast",
     "default_inference_batch",
     "fits_on_device",
+    "native_bf16",
+    "resolve_precision",
     "torch_threads",
 ]
 
@@ -90,6 +97,41 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+#: CPU flags (Linux /proc/cpuinfo) of instructions that compute bfloat16 natively.
+NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+#: Environment variable that overrides the detection of :func:`native_bf16` ("1": native,
+#: "0": not), for hardware it misjudges and for runs that must not depend on the machine.
+NATIVE_BF16_ENV = "PTYCHOPINN_NATIVE_BF16"
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively, so that bf16 inference is faster
+    than float32 there: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX
+    (read from /proc/cpuinfo; False where that file is absent). Without such
+    instructions bfloat16 is emulated and slower than float32. The environment variable
+    :data:`NATIVE_BF16_ENV` ("0" or "1") overrides the detection."""
+    override = os.environ.get(NATIVE_BF16_ENV, "").strip()
+    if override in ("0", "1"):
+        return override == "1"
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in NATIVE_BF16_CPU_FLAGS)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision ("32" or "bf16") that ``inference_precision`` means on ``device``."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "32"
+
+
 def default_inference_batch(device: torch.device, N: int, C: int) -> int:  # noqa: N803
     """Groups per inference batch when ``ExecutionConfig.inference_batch_size`` is None:
     :data:`CPU_BATCH_PIXELS` (CPU) or :data:`GPU_BATCH_PIXELS` (other devices) worth
@@ -128,7 +170,7 @@ class NetworkRunner:
                  compiler: Callable[..., Callable[..., Any]] | None = None) -> None:
         self.module = module.to(device).eval()
         self.device = device
-        self.precision = execution.inference_precision
+        self.precision = resolve_precision(execution.inference_precision, device)
         self.batch_groups = int(batch_groups)
         generator = getattr(self.module, "generator", None)
         if isinstance(generator, nn.Module):

@@ -7,6 +7,7 @@ Everything here is sized for a test suite that runs on two shared CPU cores: N =
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,11 @@ import pytest
 from ptychopinn.config import ExecutionConfig, ModelConfig, TrainingConfig
 from ptychopinn.data import RawData
 from ptychopinn.simulate import simulate_dataset
+
+# Inference precision "auto" picks bfloat16 on CPUs with native bf16 instructions: tests
+# (and the command lines they start in subprocesses) compute in float32 on every machine,
+# except those that test the detection itself (they unset this).
+os.environ["PTYCHOPINN_NATIVE_BF16"] = "0"
 
 try:  # ptychopinn must be testable without torch; only set threads when it is there.
     import torch

@@ -127,12 +127,59 @@ def test_bf16_inference_precision_reaches_the_reconstruction() -> None:
     data = _scan()
     common = dict(accelerator="cpu", enable_progress_bar=False)
     fp32 = inf.reconstruct(_loaded(_module()), data, InferenceConfig(refine_iterations=0),
-                           ExecutionConfig(**common))
+                           ExecutionConfig(inference_precision="32", **common))
     bf16 = inf.reconstruct(_loaded(_module()), data, InferenceConfig(refine_iterations=0),
                            ExecutionConfig(inference_precision="bf16", **common))
     assert bf16.runtime["precision"] == "bf16" and fp32.runtime["precision"] == "32"
     assert not np.array_equal(bf16.object, fp32.object)
     assert bf16.object.dtype == np.complex64
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu sse avx512f avx512_bf16 avx512vl", "bf16"),
+    ("fpu sse amx_tile amx_bf16", "bf16"),
+    ("fpu sse avx2 avx512f avx512bw", "32"),  # bfloat16 would be emulated: slower
+])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(
+        monkeypatch, tmp_path, flags, expected) -> None:
+    import builtins
+
+    from ptychopinn_torch import runtime
+
+    monkeypatch.delenv(runtime.NATIVE_BF16_ENV, raising=False)  # conftest sets it
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(
+        cpuinfo if str(path) == "/proc/cpuinfo" else path, *a, **k))
+    assert runtime.resolve_precision("auto", CPU) == expected
+    assert runtime.resolve_precision("32", CPU) == "32"  # explicit choices stay
+    runner = NetworkRunner(_module(), CPU, ExecutionConfig(), 3)  # default: auto
+    assert runner.precision == expected and runner.record()["precision"] == expected
+
+
+def test_auto_precision_is_float32_where_cpu_flags_cannot_be_read(monkeypatch) -> None:
+    import builtins
+
+    from ptychopinn_torch import runtime
+
+    def no_cpuinfo(path, *a, **k):
+        raise FileNotFoundError(path)
+
+    monkeypatch.delenv(runtime.NATIVE_BF16_ENV, raising=False)
+    monkeypatch.setattr(builtins, "open", no_cpuinfo)
+    assert runtime.native_bf16(CPU) is False
+    assert runtime.resolve_precision("auto", torch.device("meta")) == "32"
+
+
+@pytest.mark.parametrize("value, expected", [("1", "bf16"), ("0", "32")])
+def test_the_environment_overrides_the_bf16_detection(monkeypatch, value, expected) -> None:
+    from ptychopinn_torch import runtime
+
+    monkeypatch.setenv(runtime.NATIVE_BF16_ENV, value)
+    assert runtime.resolve_precision("auto", CPU) == expected
+    assert runtime.resolve_precision("bf16", CPU) == "bf16"  # an explicit choice stays
 
 
 # ----------------------------------------------------------------------------- compile
@@ -229,7 +276,8 @@ def test_metrics_record_the_stage_times_and_the_runtime(tmp_path) -> None:
     data = _scan()
     recon = inf.reconstruct(_loaded(_module()), data, InferenceConfig(refine_iterations=2),
                             ExecutionConfig(accelerator="cpu", num_threads=1,
-                                            inference_batch_size=7, enable_progress_bar=False))
+                                            inference_batch_size=7, enable_progress_bar=False,
+                                            inference_precision="32"))
     stages = recon.stage_times_s
     assert set(stages) == {"grouping", "prediction", "stitching"}
     assert all(v >= 0 for v in stages.values())
@@ -255,7 +303,7 @@ def test_speed_flags_reach_the_execution_config() -> None:
             ex.inference_compile) == (3, False, "bf16", True)
     _, ex = infer_cli.configs_from_args(infer_cli.build_parser().parse_args(base))
     assert (ex.num_threads, ex.channels_last, ex.inference_precision,
-            ex.inference_compile) == (None, True, "32", False)
+            ex.inference_compile) == (None, True, "auto", False)
     args = train_cli.build_parser().parse_args(
         ["--train_data_file", str(FIXTURE), "--output_dir", "o", "--num-threads", "2",
          "--no-channels-last"])

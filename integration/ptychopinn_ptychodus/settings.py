@@ -176,7 +176,7 @@ def _realspace_inner(s: PtychoPINNSettings, model_type: str) -> str:
 
 
 def _probe_unused(s: PtychoPINNSettings, model_type: str) -> str:
-    if model_type == 'pinn' or s.model.generator.get_value() == 'unet':
+    if model_type == 'pinn' or s.model.generator.get_value() in ('unet', 'unet_lite'):
         return ''
     return 'supervised cnn networks never see the probe'
 
@@ -275,10 +275,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(_M, 'GridSize', 'gridsize', 1, 'Grid size',
             'Side of a group: each group holds grid size² neighbouring scan positions '
             '(1 = single patterns).', field='gridsize', minimum=1, maximum=8),
-    Setting(_M, 'NumFiltersScale', 'n_filters_scale', 2, 'Filter scale',
+    Setting(_M, 'NumFiltersScale', 'n_filters_scale', 1, 'Filter scale',
             'Multiplies the channel count of every convolution layer (larger = bigger, '
             'slower network).', field='n_filters_scale', minimum=1, maximum=16),
-    Setting(_M, 'Generator', 'generator', 'unet', 'Network',
+    Setting(_M, 'Generator', 'generator', 'unet_lite', 'Network',
             'Network layout: unet back-projects the patterns with the probe and refines '
             'them with a U-Net; unet_lite is that U-Net at half the arithmetic (one shared '
             'decoder); cnn is the legacy encoder/decoder.',
@@ -550,9 +550,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(_E, 'InferenceBatchSize', 'inference_batch_size', 0, 'Inference batch size',
             'Groups per batch when reconstructing (0 = the measured best for the device).',
             field='inference_batch_size', minimum=0, maximum=_INT_MAX, none_value=0),
-    Setting(_E, 'InferencePrecision', 'inference_precision', '32', 'Inference precision',
-            'Arithmetic of the network when reconstructing: 32 (float32) or bf16 (bfloat16, '
-            'faster on recent CPUs and GPUs).', field='inference_precision',
+    Setting(_E, 'InferencePrecision', 'inference_precision', 'auto', 'Inference precision',
+            'Arithmetic of the network when reconstructing: 32 (float32), bf16 (bfloat16, '
+            'faster on recent CPUs and GPUs) or auto (bf16 where the hardware computes it '
+            'natively).', field='inference_precision',
             choices=INFERENCE_PRECISIONS),
     Setting(_E, 'InferenceCompile', 'inference_compile', False, 'Compile network',
             'Compile the network with torch.compile when reconstructing (the first batch '

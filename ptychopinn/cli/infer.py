@@ -88,8 +88,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="Groups per inference batch")
     add_field_flag(p, "--inference-precision", section="execution",
                    name="inference_precision", choices=INFERENCE_PRECISIONS,
-                   help="Arithmetic of the network: 32 (float32) or bf16 (bfloat16 autocast; "
-                        "fast on CPUs with AVX512-BF16/AMX and on recent GPUs)")
+                   help="Arithmetic of the network: 32 (float32), bf16 (bfloat16 autocast; "
+                        "fast on CPUs with AVX512-BF16/AMX and on recent GPUs) or auto "
+                        "(bf16 where the hardware computes it natively)")
     add_switch(p, ["--compile"], ["--no-compile"], section="execution",
                name="inference_compile",
                help_on="Compile the network with torch.compile (falls back to uncompiled, "

@@ -188,12 +188,12 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     add_field_flag(p, "--model_type", section="model", name="model_type", choices=MODEL_TYPES,
                    help="pinn (unsupervised, physics loss) or supervised (needs labels)")
     add_field_flag(p, "--generator", section="model", name="generator", choices=GENERATORS,
-                   help="Network layout: unet (probe back-projection + U-Net), unet_lite "
-                        "(the same at half the arithmetic: one shared decoder) or cnn "
-                        "(legacy encoder/decoder)")
+                   help="Network layout: unet_lite (probe back-projection + U-Net with one "
+                        "shared decoder), unet (two full decoders, about 2x the arithmetic) "
+                        "or cnn (legacy encoder/decoder)")
     add_field_flag(p, "--n_filters_scale", section="model", name="n_filters_scale",
                    type=positive_int, metavar="INT",
-                   help="Multiplies every convolution width (1 is ~4x cheaper, for CPUs)")
+                   help="Multiplies every convolution width (2 is ~4x the arithmetic of 1)")
     for name, where in (("eca_encoder", "efficient channel attention after each encoder "
                          "level"),
                         ("cbam_encoder", "CBAM after each encoder level"),
