@@ -454,8 +454,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="network width (default: ModelConfig's)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="groups per inference batch (default: the runtime's measured best)")
-    p.add_argument("--precision", default="32", choices=("32", "bf16"),
-                   help="inference precision (ExecutionConfig.inference_precision)")
+    p.add_argument("--precision", default="auto", choices=("auto", "32", "bf16"),
+                   help="inference precision (ExecutionConfig.inference_precision; auto, the "
+                        "default, is bf16 where the hardware computes it natively)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--compile", action="store_true", help="torch.compile the network")
@@ -493,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     networks = args.train_networks or mode["train_networks"]
     device = torch.device("cuda" if args.accelerator != "cpu" and torch.cuda.is_available()
                           else "cpu")
+    from ptychopinn_torch.runtime import resolve_precision
+
+    args.precision = resolve_precision(args.precision, device)
     from ptychopinn_torch.runtime import torch_threads
 
     report: dict[str, Any] = {"machine": machine(), "started": load_average(),
