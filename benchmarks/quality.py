@@ -118,7 +118,8 @@ def run_variant(v: Variant, epochs: int, work: Path, execution: ExecutionConfig,
         execution)
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as flops:
+    # Forward FLOPs only (no autograd: the module has run under inference_mode).
+    with torch.no_grad(), FlopCounterMode(display=False) as flops:
         loaded.module.generator(torch.rand(1, model.C, 64, 64), loaded.module.forward_model.probe)
     return {
         "row": v.name, "what": v.what, "train_s": round(train_s, 1),

@@ -221,6 +221,16 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def peak_rss_mib() -> float:
+    """Peak resident memory of this process, MiB: Linux's VmHWM, which starts afresh
+    with the process image (``ru_maxrss`` survives exec, so a child started by a parent
+    that had grown would report the parent's peak); ``ru_maxrss`` elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -352,18 +362,21 @@ TRAIN_VARIANTS = {
 
 # ------------------------------------------------------------------ precision (SSIM)
 def precision_check(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    """Held-out SSIM of bf16 against float32 inference with a trained model: ``--model``,
-    or one trained here for ``--precision-train-epochs`` (N = 64, default network)."""
+    """Held-out SSIM of bf16 against float32 inference with a trained model: ``--model``
+    (one trained on the dense benchmark scenario, as ``versus_iterative.py`` and the
+    recipe do), or one trained here for ``--precision-train-epochs`` on that scenario's
+    training scan (N = 64). The held-out scan is the scenario's held-out scan."""
+    from ptychopinn.scenarios import HELD_OUT_SEED, scenario_scan
     from ptychopinn_torch import inference as inf
     from ptychopinn_torch.train import train
 
-    held_out = simulate_dataset("natural", "aperture", N=64, n_positions=256, seed=1000)
+    held_out = scenario_scan("dense", seed=HELD_OUT_SEED)
     trained_here = None
     if args.model is None:
-        train_data = simulate_dataset("natural", "aperture", N=64, n_positions=256, seed=0)
+        train_data = scenario_scan("dense", seed=0)
         tc = TrainingConfig(model=ModelConfig(N=64, n_filters_scale=args.n_filters_scale,
                                               generator=args.generator),
-                            n_groups=256, nepochs=args.precision_train_epochs,
+                            n_groups=None, nepochs=args.precision_train_epochs,
                             validation_fraction=0.0, output_dir=tmp / "precision_model")
         result = train(train_data, None, tc, ExecutionConfig(
             **{**execution_fields(args, inference=False), "logger": "none",

@@ -83,11 +83,22 @@ def _label(attr: str) -> str:
     return attr if key == attr else f"{attr} (npz key '{key}')"
 
 
+#: Elements per block when :func:`_count_bad` scans an array (4 M: 4 MiB masks).
+_COUNT_BLOCK_ELEMENTS = 4 * 2**20
+
+
 def _count_bad(arr: np.ndarray) -> tuple[int, int]:
-    """(number of non-finite values, number of negative finite values)."""
-    finite = np.isfinite(arr)
-    n_nonfinite = int(arr.size - np.count_nonzero(finite))
-    n_negative = int(np.count_nonzero(finite & (arr < 0)))
+    """(number of non-finite values, number of negative finite values), counted in
+    blocks of leading-axis slices so that the masks stay small for a large scan."""
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    step = max(1, _COUNT_BLOCK_ELEMENTS // max(1, arr[:1].size))
+    n_nonfinite = n_negative = 0
+    for start in range(0, arr.shape[0], step):
+        part = arr[start:start + step]
+        finite = np.isfinite(part)
+        n_nonfinite += int(part.size - np.count_nonzero(finite))
+        n_negative += int(np.count_nonzero(finite & (part < 0)))
     return n_nonfinite, n_negative
 
 

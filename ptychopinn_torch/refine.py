@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ptychopinn.grouping import mean_total_counts
 from ptychopinn_torch.physics import POISSON_EPS, far_field
 from ptychopinn_torch.runtime import fits_on_device
 from ptychopinn_torch.stitching import mirror_index
@@ -104,8 +105,7 @@ def flat_object(probe: Any, amplitudes: Any, shape: tuple[int, int]) -> np.ndarr
     """A constant object (complex64, ``shape``) whose amplitude reproduces the mean total
     counts of the data with this probe (Parseval): ``sqrt(mean_counts / sum|P|**2)``."""
     probe_t = _probe_tensor(probe)
-    amps = np.asarray(amplitudes)
-    mean_counts = float(np.mean(np.square(amps, dtype=np.float64).sum(axis=(-2, -1))))
+    mean_counts = mean_total_counts(amplitudes)  # in chunks: no float64 copy of the scan
     energy = float((probe_t.abs() ** 2).sum())
     if not (energy > 0 and math.isfinite(energy)):
         raise RefinementError("the probe has no finite energy; cannot start a flat object")
