@@ -309,6 +309,20 @@ def test_speed_flags_reach_the_execution_config() -> None:
          "--no-channels-last"])
     _, ex = train_cli.configs_from_args(args, N=64)
     assert ex.num_threads == 2 and ex.channels_last is False
+    for flag in ("--precision", "--torch-precision"):
+        args = train_cli.build_parser().parse_args(
+            ["--train_data_file", str(FIXTURE), "--output_dir", "o", flag, "bf16-mixed"])
+        assert train_cli.configs_from_args(args, N=64)[1].precision == "bf16-mixed"
+    args = train_cli.build_parser().parse_args(["--train_data_file", str(FIXTURE),
+                                                "--output_dir", "o"])
+    assert train_cli.configs_from_args(args, N=64)[1].precision == "32-true"
+
+
+def test_bad_training_precision_is_refused(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        train_cli.build_parser().parse_args(["--train_data_file", str(FIXTURE),
+                                             "--output_dir", "o", "--precision", "bf16"])
+    assert info.value.code == 2 and "--precision" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [["--inference-precision", "16"], ["--num-threads", "0"]])

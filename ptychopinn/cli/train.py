@@ -48,6 +48,7 @@ from ptychopinn.config import (
     LOSS_MODES,
     MODEL_TYPES,
     PHYSICS_WEIGHT_SCHEDULES,
+    PRECISIONS,
     SCHEDULERS,
     STRATEGIES,
     SUPPORTED_N,
@@ -247,6 +248,11 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                help_off="Use the learning rate as given")
     add_field_flag(p, "--scheduler", section="execution", name="scheduler", choices=SCHEDULERS,
                    help="Learning-rate schedule (Default = constant)")
+    add_field_flag(p, "--precision", section="execution", name="precision",
+                   choices=PRECISIONS,
+                   help="Lightning's training precision (bf16-mixed: bfloat16 autocast, "
+                        "about 1.7x the patterns/s on CPUs with AVX512-BF16 or AMX and on "
+                        "recent GPUs)")
     add_field_flag(p, "--accumulate-grad-batches", section="execution",
                    name="accumulate_grad_batches", type=positive_int, metavar="INT",
                    help="Accumulate gradients over this many batches")
