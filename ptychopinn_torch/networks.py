@@ -177,6 +177,17 @@ def backproject(amplitude: Tensor, probe: Tensor | None) -> Tensor:
     return exit_wave * probe.conj() / (power + 0.05 * power.max())
 
 
+def _centre_mask(n: int, pad_object: bool) -> Tensor:
+    """float32 (n, n): 1 on the central n/2 square with ``pad_object`` (0 around it),
+    else 1 everywhere; the decoders' centre branch is multiplied by it."""
+    mask = torch.ones((n, n), dtype=torch.float32)
+    if pad_object:
+        mask.zero_()
+        lo = n // 4
+        mask[lo : lo + n // 2, lo : lo + n // 2] = 1.0
+    return mask
+
+
 class _UNetDecoder(nn.Module):
     """One head of the U-Net: upsampling with skip features back to N x N, then the
     centre branch (masked to the central N/2 when ``pad_object``) and the optional border
@@ -196,12 +207,7 @@ class _UNetDecoder(nn.Module):
                                        for level in reversed(range(len(widths))))
         self.centre = nn.Conv2d(widths[0], n_out, 3, padding=1)
         self.border = nn.Conv2d(widths[0], n_out, 3, padding=1) if probe_big else None
-        centre_mask = torch.ones((n, n), dtype=torch.float32)
-        if pad_object:
-            centre_mask.zero_()
-            lo = n // 4
-            centre_mask[lo : lo + n // 2, lo : lo + n // 2] = 1.0
-        self.register_buffer("centre_mask", centre_mask)
+        self.register_buffer("centre_mask", _centre_mask(n, pad_object))
 
     def forward(self, z: Tensor, skips: list[Tensor]) -> Tensor:
         for block, attend, skip in zip(self.up_blocks, self.attention, reversed(skips),
@@ -242,12 +248,7 @@ class _SharedUNetDecoder(nn.Module):
                                        for level in reversed(range(len(widths))))
         self.centre = nn.Conv2d(widths[0], 2 * n_out, 3, padding=1)
         self.border = nn.Conv2d(widths[0], 2 * n_out, 3, padding=1) if probe_big else None
-        centre_mask = torch.ones((n, n), dtype=torch.float32)
-        if pad_object:
-            centre_mask.zero_()
-            lo = n // 4
-            centre_mask[lo : lo + n // 2, lo : lo + n // 2] = 1.0
-        self.register_buffer("centre_mask", centre_mask)
+        self.register_buffer("centre_mask", _centre_mask(n, pad_object))
 
     def _heads(self, maps: Tensor) -> tuple[Tensor, Tensor]:
         return self.amp_act(maps[:, : self.n_out]), self.phase_act(maps[:, self.n_out :])
