@@ -64,8 +64,7 @@ class PtychoPINNModule(NetworkParts, L.LightningModule):
         super().__init__()
         # The probe lives in the state dict, not in the hyperparameters.
         self.save_hyperparameters(ignore=["probe"])
-        self._build_network(model_config, training_config, execution_config,
-                            intensity_scale, probe)
+        self._build_network(self.hparams, probe)
         self.monitor = monitor
         # Deferred NaN check: per stage, (any non-finite loss so far, the first one).
         self._non_finite: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -12,6 +12,7 @@ the same files for both.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -26,10 +27,9 @@ __all__ = ["NetworkParts", "PtychoPINNNetwork"]
 
 class NetworkParts:
     """Generator + forward model of a ``torch.nn.Module`` subclass (a mixin placed
-    before the module class).
-
-    ``intensity_scale``: normalised amplitude -> sqrt(photon counts), see
-    specs/conventions.md.
+    before the module class), built from the module's ``hparams``: ``model_config``,
+    ``training_config``, ``execution_config`` (config dicts) and ``intensity_scale``
+    (normalised amplitude -> sqrt(photon counts), see specs/conventions.md).
     """
 
     model_config: ModelConfig
@@ -39,18 +39,13 @@ class NetworkParts:
     forward_model: physics.ForwardModel
 
     def _build_network(
-        self,
-        model_config: dict[str, Any],
-        training_config: dict[str, Any],
-        execution_config: dict[str, Any],
-        intensity_scale: float,
-        probe: np.ndarray | torch.Tensor | None,
+        self, hparams: Mapping[str, Any], probe: np.ndarray | torch.Tensor | None
     ) -> None:
-        """Set the configs and build ``generator`` and ``forward_model`` (call from
-        ``__init__`` after ``torch.nn.Module.__init__``)."""
-        self.model_config = ModelConfig.from_dict(model_config)
-        self.training_config = TrainingConfig.from_dict(training_config)
-        self.execution_config = ExecutionConfig.from_dict(execution_config)
+        """Set the configs and build ``generator`` and ``forward_model`` from the
+        module's ``hparams`` (call from ``__init__`` after ``torch.nn.Module.__init__``)."""
+        self.model_config = ModelConfig.from_dict(hparams["model_config"])
+        self.training_config = TrainingConfig.from_dict(hparams["training_config"])
+        self.execution_config = ExecutionConfig.from_dict(hparams["execution_config"])
         N = self.model_config.N
         if probe is None:
             # Placeholder with the right shape; load_state_dict fills in the real probe.
@@ -60,7 +55,7 @@ class NetworkParts:
             self.model_config,
             probe,
             probe_trainable=self.training_config.probe_trainable,
-            intensity_scale=intensity_scale,
+            intensity_scale=hparams["intensity_scale"],
             intensity_scale_trainable=self.training_config.intensity_scale_trainable,
         )
 
@@ -80,9 +75,10 @@ class NetworkParts:
 class PtychoPINNNetwork(NetworkParts, torch.nn.Module):
     """The trained network for inference: :class:`NetworkParts` as a plain module.
 
-    Takes the arguments of :class:`~ptychopinn_torch.module.PtychoPINNModule` and keeps
-    them (all but the probe, which is in the state dict) in ``hparams``, as that
-    module's ``save_hyperparameters`` does, so either can be written as a bundle.
+    Takes the arguments of :class:`~ptychopinn_torch.module.PtychoPINNModule` (so
+    ``inference.load_model`` builds either from a file) and keeps them (all but the
+    probe, which is in the state dict) in ``hparams``, as that module's
+    ``save_hyperparameters`` does, so either can be written as a bundle.
     """
 
     def __init__(
@@ -104,5 +100,4 @@ class PtychoPINNNetwork(NetworkParts, torch.nn.Module):
             "input_scale": input_scale,
             "monitor": monitor,
         }
-        self._build_network(model_config, training_config, execution_config,
-                            intensity_scale, probe)
+        self._build_network(self.hparams, probe)
