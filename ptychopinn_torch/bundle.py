@@ -42,6 +42,7 @@ __all__ = [
     "BundleContents",
     "BundleError",
     "BundleNotFoundError",
+    "CHECKPOINT_DIRNAME",
     "LAST_CHECKPOINT",
     "manifest_digest",
     "bundle_sha256",
@@ -58,6 +59,8 @@ PROBE_KEY = "__probe__"
 
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "weights.pt"
+#: Directory of a training output directory that holds the Lightning checkpoints.
+CHECKPOINT_DIRNAME = "checkpoints"
 #: File name of the checkpoint training refreshes every epoch (in ``checkpoints/``).
 LAST_CHECKPOINT = "last.ckpt"
 #: Manifest key holding :func:`manifest_digest` (optional: bundles written before it

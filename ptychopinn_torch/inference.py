@@ -50,17 +50,18 @@ from ptychopinn.grouping import find_groups, input_scale
 from ptychopinn.metrics import WELL_LIT_FRACTION, illumination_map
 from ptychopinn_torch.bundle import (
     BUNDLE_FILENAME,
+    CHECKPOINT_DIRNAME,
+    LAST_CHECKPOINT,
     BundleError,
     read_bundle,
     read_lightning_checkpoint,
 )
 from ptychopinn_torch.devices import select_device
-from ptychopinn_torch.module import PtychoPINNModule
+from ptychopinn_torch.network_module import NetworkParts, PtychoPINNNetwork
 from ptychopinn_torch.preflight import check_inference_resources, check_model_memory, check_scan
 from ptychopinn_torch.refine import PatchTransform, RefinementResult, refine_object
 from ptychopinn_torch.runtime import NetworkRunner, default_inference_batch, torch_threads
 from ptychopinn_torch.stitching import Stitcher
-from ptychopinn_torch.trainer import CHECKPOINT_DIRNAME, LAST_CHECKPOINT
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +70,15 @@ ProgressCallback = Callable[[int, int], None]
 
 @dataclass
 class LoadedModel:
-    """A trained model ready for inference, with the configs it was trained with."""
+    """A trained model ready for inference, with the configs it was trained with.
 
-    module: PtychoPINNModule
+    ``module`` is a :class:`~ptychopinn_torch.network_module.PtychoPINNNetwork` when
+    loaded from a file (no Lightning), the trained ``PtychoPINNModule`` when wrapped
+    from training; both have ``generator``, ``forward_model``, ``predict_patches`` and
+    ``hparams``.
+    """
+
+    module: NetworkParts
     model_config: ModelConfig
     training_config: TrainingConfig
     execution_config: ExecutionConfig
@@ -124,10 +131,14 @@ class Reconstruction:
 
 
 def _module_from_hparams(
-    hp: dict[str, Any], state_dict: dict[str, torch.Tensor], source: Path | str = "model"
-) -> PtychoPINNModule:
-    """The module a bundle's or checkpoint's configs describe, with its weights; configs
-    that are invalid or do not fit the weights are a BundleError naming the file."""
+    hp: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    source: Path | str = "model",
+    module_class: type[NetworkParts] = PtychoPINNNetwork,
+) -> NetworkParts:
+    """The ``module_class`` module a bundle's or checkpoint's configs describe, with its
+    weights; configs that are invalid or do not fit the weights are a BundleError naming
+    the file."""
     try:
         model_config = ModelConfig.from_dict(hp["model_config"])
         TrainingConfig.from_dict(hp["training_config"])
@@ -139,7 +150,7 @@ def _module_from_hparams(
             "another program. Use the bundle training wrote, or train again"
         ) from None
     check_model_memory(model_config, f"{source}: building its network")
-    module = PtychoPINNModule(
+    module = module_class(
         model_config=hp["model_config"],
         training_config=hp["training_config"],
         execution_config=hp["execution_config"],
@@ -212,9 +223,14 @@ def model_from_mlflow(run_id: str, tracking_uri: str | None = None) -> Path:
 
 
 def load_model(path: str | Path | None = None, *, run_id: str | None = None,
-               tracking_uri: str | None = None) -> LoadedModel:
+               tracking_uri: str | None = None,
+               module_class: type[NetworkParts] = PtychoPINNNetwork) -> LoadedModel:
     """Load a model bundle, checkpoint or weights file (``path``), or the bundle logged by
-    MLflow run ``run_id``, without executing code from it."""
+    MLflow run ``run_id``, without executing code from it.
+
+    ``module_class`` builds ``LoadedModel.module``: the Lightning-free
+    :class:`PtychoPINNNetwork` by default; training passes its ``PtychoPINNModule``.
+    """
     if run_id is not None:
         path = model_from_mlflow(run_id, tracking_uri)
     if path is None:
@@ -246,7 +262,7 @@ def load_model(path: str | Path | None = None, *, run_id: str | None = None,
                 "input_scale"):
         if key not in hp:
             raise BundleError(f"{source} lacks {key!r}; it was not written by PtychoPINN")
-    module = _module_from_hparams(hp, state_dict, source)
+    module = _module_from_hparams(hp, state_dict, source, module_class)
     return LoadedModel(
         module=module,
         model_config=module.model_config,

@@ -1,5 +1,9 @@
 """LightningModule: generator network + differentiable forward model + losses.
 
+The network half (shared with inference, which runs without Lightning) is
+:mod:`ptychopinn_torch.network_module`; this module adds the losses, the NaN check, the
+optimiser and the Lightning hooks.
+
 Hyperparameters are plain dicts (the four configs plus two scales), so
 ``PtychoPINNModule.load_from_checkpoint(path)`` needs no other argument and the checkpoint
 loads with ``weights_only=True``. The probe is a buffer (or parameter) in the state dict.
@@ -19,13 +23,11 @@ from ptychopinn.config import (
     LEARNING_RATE,
     PHYSICS_WEIGHT,
     TRAIN_LOSS,
-    ExecutionConfig,
-    ModelConfig,
     TrainingConfig,
 )
 from ptychopinn.errors import RuntimeFault
 from ptychopinn_torch import physics, stages
-from ptychopinn_torch.networks import Generator
+from ptychopinn_torch.network_module import NetworkParts
 from ptychopinn_torch.runtime import channels_last
 from ptychopinn_torch.trainer import (
     CHECKPOINT_DIRNAME,
@@ -39,8 +41,10 @@ class NonFiniteLossError(RuntimeFault):
     """Training produced a NaN or Inf loss; the last good checkpoint is kept."""
 
 
-class PtychoPINNModule(L.LightningModule):
-    """Maps grouped, normalised diffraction amplitudes to complex object patches.
+class PtychoPINNModule(NetworkParts, L.LightningModule):
+    """Maps grouped, normalised diffraction amplitudes to complex object patches and
+    trains on them; the network itself (``generator``, ``forward_model``, ``forward``,
+    ``predict_patches``) is :class:`~ptychopinn_torch.network_module.NetworkParts`.
 
     ``input_scale``: amplitude -> normalised units of the training data.
     ``intensity_scale``: normalised amplitude -> sqrt(photon counts), see
@@ -60,37 +64,10 @@ class PtychoPINNModule(L.LightningModule):
         super().__init__()
         # The probe lives in the state dict, not in the hyperparameters.
         self.save_hyperparameters(ignore=["probe"])
-        self.model_config = ModelConfig.from_dict(model_config)
-        self.training_config = TrainingConfig.from_dict(training_config)
-        self.execution_config = ExecutionConfig.from_dict(execution_config)
-        N = self.model_config.N
-        if probe is None:
-            # Placeholder with the right shape; load_state_dict fills in the real probe.
-            probe = np.ones((N, N), dtype=np.complex64)
-        self.generator = Generator(self.model_config)
-        self.forward_model = physics.ForwardModel(
-            self.model_config,
-            probe,
-            probe_trainable=self.training_config.probe_trainable,
-            intensity_scale=intensity_scale,
-            intensity_scale_trainable=self.training_config.intensity_scale_trainable,
-        )
+        self._build_network(self.hparams, probe)
         self.monitor = monitor
         # Deferred NaN check: per stage, (any non-finite loss so far, the first one).
         self._non_finite: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    # ------------------------------------------------------------------ inference
-    def forward(self, diffraction: torch.Tensor) -> torch.Tensor:
-        """Complex object patches (B, C, N, N) from normalised amplitudes (B, C, N, N)."""
-        return self.generator(diffraction, self.forward_model.probe).obj
-
-    def predict_patches(
-        self, diffraction: torch.Tensor, local_offsets_px: torch.Tensor
-    ) -> torch.Tensor:
-        """Object patches at each position of a group, after the object_big merge (what
-        the physics sees), complex (B, C, N, N)."""
-        patches = self(diffraction)
-        return self.forward_model.object_for_positions(patches, local_offsets_px)
 
     # ------------------------------------------------------------------ training
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:

@@ -28,14 +28,19 @@ from ptychopinn.data import (
 from ptychopinn.errors import InputError, InputWarning
 from ptychopinn.grouping import mean_total_counts
 from ptychopinn.resources import available_memory_bytes, format_bytes, memory_shortfall
-from ptychopinn_torch.bundle import BundleError, load_lightning_checkpoint
+from ptychopinn_torch.bundle import (
+    CHECKPOINT_DIRNAME,
+    LAST_CHECKPOINT,
+    BundleError,
+    load_lightning_checkpoint,
+)
 from ptychopinn_torch.networks import Generator
 from ptychopinn_torch.stitching import STITCH_BYTES_PER_PIXEL, canvas_geometry
-from ptychopinn_torch.trainer import CHECKPOINT_DIRNAME, LAST_CHECKPOINT, TrainingSetupError
 
 __all__ = [
     "ResourceError",
     "ResumePoint",
+    "TrainingSetupError",
     "check_inference_resources",
     "check_model_memory",
     "check_scan",
@@ -48,6 +53,10 @@ __all__ = [
 _TRAIN_BYTES_PER_PARAMETER = 16
 # Saved activations plus their gradients and workspace, per forward activation byte.
 _TRAIN_ACTIVATION_FACTOR = 3
+
+
+class TrainingSetupError(InputError):
+    """A training run cannot start as configured (raised before any work)."""
 
 
 class ResourceError(InputError):

@@ -53,6 +53,7 @@ from ptychopinn_torch.module import (
     intensity_scale_for,
     logged_metric_names,
 )
+from ptychopinn_torch.network_module import NetworkParts
 from ptychopinn_torch.preflight import (
     ResumePoint,
     check_scan,
@@ -207,7 +208,7 @@ def _completed_run(
     bundle_path = output_dir / BUNDLE_FILENAME
     if not bundle_path.is_file():
         return None
-    loaded = load_model(bundle_path)
+    loaded = load_model(bundle_path, module_class=PtychoPINNModule)
     if loaded.training_summary.get("epochs_completed") != resume_point.epochs_completed:
         return None
     logger.info("training in %s is already complete (%d epochs); bundle left unchanged",
@@ -506,8 +507,10 @@ def load_initial_weights(module: PtychoPINNModule, parent: LoadedModel) -> None:
     logger.info("fine-tuning from %s", parent.source_path)
 
 
-def save_model_bundle(module: PtychoPINNModule, path: Path, summary: dict[str, Any]) -> Path:
-    """Write the module, its configs, intensity scale and probe as one bundle file."""
+def save_model_bundle(module: NetworkParts, path: Path, summary: dict[str, Any]) -> Path:
+    """Write the module (a trained ``PtychoPINNModule`` or a loaded
+    ``PtychoPINNNetwork``: both keep their arguments in ``hparams``), its configs,
+    intensity scale and probe as one bundle file."""
     hp = module.hparams
     # Contiguous: the file does not depend on the memory format the network trained in.
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}

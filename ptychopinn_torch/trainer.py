@@ -26,18 +26,14 @@ from ptychopinn.config import (
     ExecutionConfig,
     TrainingConfig,
 )
-from ptychopinn.errors import InputError
-from ptychopinn_torch.bundle import LAST_CHECKPOINT  # noqa: F401 - re-exported
+from ptychopinn_torch.bundle import CHECKPOINT_DIRNAME, LAST_CHECKPOINT  # noqa: F401
+from ptychopinn_torch.preflight import TrainingSetupError
 from ptychopinn_torch.stages import StageLearningRate, learning_rate_factor, stages_enabled
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIRNAME = "checkpoints"
-
-
-class TrainingSetupError(InputError):
-    """A training run cannot start as configured (raised before any work)."""
-
+# CHECKPOINT_DIRNAME, LAST_CHECKPOINT and TrainingSetupError live in modules inference
+# imports without Lightning (bundle, preflight); training code finds them here as well.
 
 #: The seeds' loss-named metrics (``<loss>_<stage>_loss``) are our ``<stage>_loss``.
 _SEED_MONITOR = re.compile(r"^(?:poisson|mae|supervised)_(train|val)_loss$")

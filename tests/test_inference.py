@@ -516,3 +516,77 @@ def test_metrics_cover_only_the_well_lit_pixels(id_data):
     assert np.array_equal(region, lit & recon.coverage)
     unlit = dataclasses.replace(recon, illumination=None)
     assert inf.truth_region(unlit, id_data.object_guess)[1].sum() == recon.coverage.sum()
+
+
+# -------------------------------------------------------------- inference without Lightning
+# Run in a fresh interpreter: the command line's path (load a bundle, reconstruct with
+# refinement, write the outputs) and a checkpoint loaded through the Python API.
+_WITHOUT_LIGHTNING = """
+import json, sys
+import numpy as np
+import ptychopinn_torch.inference as inf
+from ptychopinn.cli.infer import main
+from ptychopinn.config import InferenceConfig
+from ptychopinn.data import RawData
+
+bundle, checkpoint, scan, out = sys.argv[1:5]
+code = main(["--model_path", bundle, "--test_data", scan, "--output_dir", out,
+             "--accelerator", "cpu", "--refine-iterations", "2", "--quiet"])
+loaded = inf.load_model(checkpoint)
+recon = inf.reconstruct(loaded, RawData.from_file(scan), InferenceConfig(refine_iterations=2))
+np.save(out + "/checkpoint_object.npy", recon.object)
+print(json.dumps({"code": code, "module": type(loaded.module).__name__,
+                  "lightning": sorted(m for m in sys.modules
+                                      if m.split(".")[0] in ("lightning", "pytorch_lightning"))}))
+"""
+
+
+def test_inference_runs_without_importing_lightning(
+    tiny_raw, tiny_test_raw, tiny_training_config, cpu_execution, tmp_path
+):
+    import subprocess
+    import sys
+
+    from ptychopinn_torch.train import train
+
+    result = train(tiny_raw, None, tiny_training_config(nepochs=1), cpu_execution())
+    scan, out = tmp_path / "scan.npz", tmp_path / "out"
+    tiny_test_raw.save(scan)
+    checkpoint = result.output_dir / CHECKPOINT_DIRNAME / LAST_CHECKPOINT
+    proc = subprocess.run([sys.executable, "-c", _WITHOUT_LIGHTNING, str(result.bundle_path),
+                           str(checkpoint), str(scan), str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {"code": 0, "module": "PtychoPINNNetwork", "lightning": []}
+    # The Lightning-free network computes what the trained LightningModule computes.
+    trained = inf.loaded_model_from_training(result)
+    expected = inf.reconstruct(trained, tiny_test_raw, InferenceConfig(refine_iterations=2),
+                               CPU).object
+    with np.load(out / "reconstruction.npz") as written:
+        np.testing.assert_allclose(written["object"], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.load(out / "checkpoint_object.npy"), expected,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_network_and_lightning_module_share_one_state_dict(untrained):
+    from ptychopinn_torch.network_module import PtychoPINNNetwork
+
+    module, path = untrained
+    plain = inf.load_model(path)
+    assert type(plain.module) is PtychoPINNNetwork
+    assert list(plain.module.state_dict()) == list(module.state_dict())
+    assert plain.module.hparams == dict(module.hparams)
+    lightning = inf.load_model(path, module_class=PtychoPINNModule)
+    assert isinstance(lightning.module, PtychoPINNModule)
+    x = torch.rand(2, 4, N, N)
+    offsets = torch.rand(2, 4, 2)
+    with torch.no_grad():
+        assert torch.equal(plain.module.predict_patches(x, offsets),
+                           lightning.module.predict_patches(x, offsets))
+    # A loaded network is written back as the same bundle contents.
+    again = save_model_bundle(plain.module, path.parent / "again.zip", {"note": "untrained"})
+    reread = inf.load_model(again)
+    assert reread.module.hparams == plain.module.hparams
+    for key, value in plain.module.state_dict().items():
+        assert torch.equal(reread.module.state_dict()[key], value)
