@@ -24,6 +24,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from ptychopinn_torch.attention import bottleneck_attention, decoder_attention, encoder_attention
+from ptychopinn_torch.physics import far_field, inverse_far_field
 
 if TYPE_CHECKING:
     from ptychopinn.config import ModelConfig
@@ -165,14 +166,9 @@ def backproject(amplitude: Tensor, probe: Tensor | None) -> Tensor:
     if probe is None:
         probe = torch.ones((n, n), dtype=torch.complex64, device=amplitude.device)
     probe = probe.to(device=amplitude.device, dtype=torch.complex64)
-    probe_ff = torch.fft.fftshift(
-        torch.fft.fft2(torch.fft.ifftshift(probe, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
-    )
+    probe_ff = far_field(probe)
     unit_phase = probe_ff / (probe_ff.abs() + 1e-12)
-    field = amplitude.to(torch.float32) * unit_phase
-    exit_wave = torch.fft.fftshift(
-        torch.fft.ifft2(torch.fft.ifftshift(field, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
-    )
+    exit_wave = inverse_far_field(amplitude.to(torch.float32) * unit_phase)
     power = probe.abs() ** 2
     return exit_wave * probe.conj() / (power + 0.05 * power.max())
 

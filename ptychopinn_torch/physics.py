@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,11 +35,13 @@ __all__ = [
     "ForwardModel",
     "amplitude_mae",
     "canvas_size",
+    "checkerboard",
     "circular_probe_mask",
     "extract_patches",
     "far_field",
     "far_field_amplitude",
     "intensity_scale_from",
+    "inverse_far_field",
     "merge_and_reextract",
     "normalise_probe",
     "object_support",
@@ -228,14 +231,36 @@ def _positive(name: str, value: Any) -> float:
 
 
 # ----------------------------------------------------------------------------- optics
+def checkerboard(n: int, device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32) -> Tensor:
+    """``C = (-1)**(i + j)``, shape (n, n). For even n, ``fftshift(fft2(ifftshift(x))) =
+    C * fft2(C * x)``, and likewise with ``ifft2``: two multiplications replace the
+    four shifts (copies) of a far-field round trip."""
+    i = torch.arange(n, device=device)
+    return (1 - 2 * ((i.view(n, 1) + i.view(1, n)) % 2)).to(dtype)
+
+
+def _centred(transform: Callable[..., Tensor], wave: Tensor) -> Tensor:
+    """``fftshift(transform(ifftshift(wave), norm="ortho"))`` over the last two axes."""
+    if not wave.is_complex():
+        wave = wave.to(torch.complex64)
+    rows, cols = wave.shape[-2:]
+    if rows == cols and rows % 2 == 0:  # every supported pattern size
+        c = checkerboard(rows, wave.device, wave.real.dtype)
+        return c * transform(c * wave, norm="ortho")
+    dims = (-2, -1)
+    return torch.fft.fftshift(transform(torch.fft.ifftshift(wave, dim=dims), norm="ortho"),
+                              dim=dims)
+
+
 def far_field(exit_wave: Tensor) -> Tensor:
     """Far-field wave ``fftshift(fft2(ifftshift(psi), norm="ortho"))`` over the last two axes."""
-    if not exit_wave.is_complex():
-        exit_wave = exit_wave.to(torch.complex64)
-    dims = (-2, -1)
-    return torch.fft.fftshift(
-        torch.fft.fft2(torch.fft.ifftshift(exit_wave, dim=dims), norm="ortho"), dim=dims
-    )
+    return _centred(torch.fft.fft2, exit_wave)
+
+
+def inverse_far_field(wave: Tensor) -> Tensor:
+    """Inverse of :func:`far_field`: ``fftshift(ifft2(ifftshift(wave), norm="ortho"))``."""
+    return _centred(torch.fft.ifft2, wave)
 
 
 def far_field_amplitude(exit_wave: Tensor) -> Tensor:

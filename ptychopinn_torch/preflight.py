@@ -149,12 +149,24 @@ def check_model_memory(model: ModelConfig, what: str) -> None:
         raise ResourceError(f"{shortfall}; n_filters_scale={model.n_filters_scale} is too large")
 
 
+#: Generators with at most this many parameters are traced on the CPU with one real
+#: group (milliseconds, a few MiB); larger ones on the meta device, which allocates
+#: nothing but costs about a second of one-time set-up for complex-valued operations.
+REAL_TRACE_MAX_PARAMETERS = 20_000_000
+
+
 def _network_bytes(model: ModelConfig, batch_groups: int) -> tuple[int, int]:
-    """``(parameters, activation bytes of one forward pass)`` of the generator, measured
-    on the meta device."""
+    """``(parameters, activation bytes of one forward pass)`` of the generator: the
+    outputs of its leaf modules for one group (activations grow linearly with the
+    batch) on the CPU, or for the whole batch on the meta device for large networks."""
     generator, n_parameters = _meta_generator(model)
     if n_parameters * _TRAIN_BYTES_PER_PARAMETER > available_memory_bytes() * 64:
         return n_parameters, 0  # hopeless already; do not trace a forward pass
+    device, traced_groups = "meta", batch_groups
+    if n_parameters <= REAL_TRACE_MAX_PARAMETERS:
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream is untouched
+            generator = Generator(model)
+        device, traced_groups = "cpu", 1
     sizes: list[int] = []
 
     def record(_module: Any, _inputs: Any, output: Any) -> None:
@@ -164,15 +176,16 @@ def _network_bytes(model: ModelConfig, batch_groups: int) -> tuple[int, int]:
     leaves = [m for m in generator.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(record) for m in leaves]
     try:
-        x = torch.empty(batch_groups, model.C, model.N, model.N, device="meta")
-        probe = torch.empty(model.N, model.N, dtype=torch.complex64, device="meta")
-        generator(x, probe)
+        with torch.inference_mode():
+            x = torch.zeros(traced_groups, model.C, model.N, model.N, device=device)
+            probe = torch.ones(model.N, model.N, dtype=torch.complex64, device=device)
+            generator(x, probe)
     except Exception:  # an op without a meta kernel: count parameters only
         sizes.clear()
     finally:
         for hook in hooks:
             hook.remove()
-    return n_parameters, sum(sizes)
+    return n_parameters, sum(sizes) * (batch_groups // traced_groups)
 
 
 def _refuse(needed: float, free: int, device: str, what: str, fix: str) -> None:

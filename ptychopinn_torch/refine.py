@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from ptychopinn.grouping import mean_total_counts
-from ptychopinn_torch.physics import POISSON_EPS, far_field
+from ptychopinn_torch.physics import POISSON_EPS, checkerboard, far_field, inverse_far_field
 from ptychopinn_torch.runtime import fits_on_device
 from ptychopinn_torch.stitching import mirror_index
 
@@ -318,21 +318,6 @@ def _scatter(flat: Tensor, taps: _Taps, values: Tensor,
     flat.index_add_(0, taps.index.reshape(-1), window.reshape(-1))
 
 
-def _checkerboard(n: int, device: torch.device) -> Tensor:
-    """``(-1)**(i + j)`` (n, n): for even n, ``fftshift(fft2(ifftshift(x))) =
-    C * fft2(C * x)`` and likewise for the inverse, so multiplying the probe by C once
-    replaces the four shifts (copies) of every far-field round trip."""
-    i = torch.arange(n, device=device)
-    return (1 - 2 * ((i.view(n, 1) + i.view(1, n)) % 2)).to(torch.complex64)
-
-
-def _inverse_far_field(wave: Tensor) -> Tensor:
-    dims = (-2, -1)
-    return torch.fft.fftshift(
-        torch.fft.ifft2(torch.fft.ifftshift(wave, dim=dims), norm="ortho"), dim=dims
-    )
-
-
 def _check_inputs(initial_object: Any, probe: Tensor, amplitudes: Any, positions_px: Any,
                   coverage: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     obj = np.asarray(initial_object)
@@ -432,9 +417,9 @@ def refine_object(
     to_scan = patch_transform.to_scan if patch_transform is not None else _identity
     to_probe = patch_transform.to_probe if patch_transform is not None else _identity
     # Even N: the probe is kept multiplied by the checkerboard C and the far field is a
-    # plain FFT (see _checkerboard); |far field|, the corrections and the gradients are
+    # plain FFT (see physics.checkerboard); |far field|, the corrections and the gradients are
     # then exactly those of the shifted transforms, without their copies.
-    checker = _checkerboard(n_pix, device) if n_pix % 2 == 0 else None
+    checker = checkerboard(n_pix, device, torch.complex64) if n_pix % 2 == 0 else None
 
     def forward(wave: Tensor, out: Tensor) -> Tensor:
         if checker is None:
@@ -443,7 +428,7 @@ def refine_object(
 
     def inverse(wave: Tensor, out: Tensor) -> Tensor:
         if checker is None:
-            return _inverse_far_field(wave)
+            return inverse_far_field(wave)
         return torch.fft.ifft2(wave, norm="ortho", out=out)
 
     p = probe_t.to(device)

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from ptychopinn import resources
 from ptychopinn._io import (
@@ -119,6 +120,19 @@ def test_network_estimate_grows_with_filters():
     small = preflight._network_bytes(ModelConfig(N=64, n_filters_scale=1), 4)
     large = preflight._network_bytes(ModelConfig(N=64, n_filters_scale=2), 4)
     assert 0 < small[0] < large[0] and 0 < small[1] < large[1]
+
+
+@pytest.mark.parametrize("generator", ["unet_lite", "unet", "cnn"])
+def test_network_estimate_on_the_cpu_equals_the_meta_trace(monkeypatch, generator):
+    model = ModelConfig(N=64, n_filters_scale=1, generator=generator)
+    torch.manual_seed(5)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(5)
+    on_cpu = preflight._network_bytes(model, 16)  # small network: one real group
+    assert torch.equal(torch.rand(3), expected_draw)  # the random stream is untouched
+    monkeypatch.setattr(preflight, "REAL_TRACE_MAX_PARAMETERS", 0)  # force the meta trace
+    on_meta = preflight._network_bytes(model, 16)
+    assert on_cpu == on_meta and on_cpu[1] > 0
 
 
 def test_simulation_memory_is_estimated_without_building_the_scan(monkeypatch):
