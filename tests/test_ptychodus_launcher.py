@@ -89,7 +89,9 @@ def test_batch_mode_detection(argv, batch):
 
 @pytest.mark.slow
 def test_console_script_runs_ptychodus(tmp_path):
-    script = shutil.which('ptychopinn-ptychodus')
+    # The script of the environment running the tests (an inactive venv's bin is not on
+    # PATH, and another installation's script may be).
+    script = shutil.which('ptychopinn-ptychodus', path=str(Path(sys.executable).parent))
     if script is None:
         pytest.skip('the ptychopinn-ptychodus console script is not installed')
     result = subprocess.run([script, '--version'], cwd=tmp_path, capture_output=True,
