@@ -119,6 +119,25 @@ def cpu_execution() -> Callable[..., ExecutionConfig]:
 
 
 @pytest.fixture
+def add_trainer_callback(monkeypatch) -> Callable[[Any], None]:
+    """``add_trainer_callback(callback)``: every trainer that ``ptychopinn_torch.train``
+    builds during the test gets this Lightning callback too (to observe a run)."""
+    import ptychopinn_torch.train as train_module
+
+    original = train_module.build_trainer
+
+    def add(callback: Any) -> None:
+        def build(*args: Any, **kwargs: Any) -> Any:
+            trainer = original(*args, **kwargs)
+            trainer.callbacks.append(callback)
+            return trainer
+
+        monkeypatch.setattr(train_module, "build_trainer", build)
+
+    return add
+
+
+@pytest.fixture
 def restore_torch_determinism():
     """train() switches deterministic algorithms on process-wide; put the flag back."""
     enabled = torch.are_deterministic_algorithms_enabled()

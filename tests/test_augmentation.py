@@ -296,7 +296,7 @@ def test_regrouping_that_would_change_nothing_is_refused(changes, fragment):
 
 
 def test_regroup_each_epoch_draws_new_groups_every_epoch_in_training(
-        tiny_raw, tiny_training_config, cpu_execution):
+        tiny_raw, tiny_training_config, cpu_execution, add_trainer_callback):
     import lightning as L
 
     from ptychopinn_torch.train import train
@@ -312,20 +312,8 @@ def test_regroup_each_epoch_draws_new_groups_every_epoch_in_training(
     fixed = train(tiny_raw, None, config, cpu_execution(logger="none"), write_bundle=False)
     regrouped_config = config.replace(regroup_each_epoch=True, output_dir=config.output_dir / "r")
     recorder = Groups()
-    import ptychopinn_torch.train as train_module
-
-    original = train_module.build_trainer
-
-    def with_recorder(*args, **kwargs):
-        trainer = original(*args, **kwargs)
-        trainer.callbacks.append(recorder)
-        return trainer
-
-    train_module.build_trainer = with_recorder
-    try:
-        regrouped = train(tiny_raw, None, regrouped_config, cpu_execution(logger="none"))
-    finally:
-        train_module.build_trainer = original
+    add_trainer_callback(recorder)
+    regrouped = train(tiny_raw, None, regrouped_config, cpu_execution(logger="none"))
     first, second = recorder.per_epoch
     np.testing.assert_array_equal(first.seed_indices, second.seed_indices)
     assert not np.array_equal(first.indices, second.indices)

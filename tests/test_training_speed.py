@@ -30,30 +30,18 @@ class _Probe(Callback):
         self.seen["channels_last"] = is_channels_last(pl_module.generator)
 
 
-def _train_with_probe(monkeypatch, raw, config, execution) -> tuple[_Probe, object]:
-    probe = _Probe()
-    original = train_module.build_trainer
-
-    def build(*args, **kwargs):
-        trainer = original(*args, **kwargs)
-        trainer.callbacks.append(probe)
-        return trainer
-
-    monkeypatch.setattr(train_module, "build_trainer", build)
-    result = train_module.train(raw, None, config, execution, write_bundle=False)
-    return probe, result
-
-
 @pytest.mark.parametrize("enabled", [True, False])
 def test_channels_last_and_threads_apply_during_training_only(
-        enabled, monkeypatch, tiny_raw, tiny_training_config, cpu_execution,
+        enabled, add_trainer_callback, tiny_raw, tiny_training_config, cpu_execution,
         restore_torch_determinism) -> None:
     before = torch.get_num_threads()
     other = 2 if before == 1 else 1
-    probe, result = _train_with_probe(
-        monkeypatch, tiny_raw, tiny_training_config(nepochs=1),
+    probe = _Probe()
+    add_trainer_callback(probe)
+    result = train_module.train(
+        tiny_raw, None, tiny_training_config(nepochs=1),
         cpu_execution(logger="none", enable_checkpointing=False, channels_last=enabled,
-                      num_threads=other))
+                      num_threads=other), write_bundle=False)
     assert probe.seen == {"threads": other, "channels_last": enabled}
     assert torch.get_num_threads() == before
     assert not is_channels_last(result.module.generator)  # back to the plain layout
