@@ -501,17 +501,13 @@ def refine_reconstruction(
                 result.iterations, result.time_s,
                 result.loss_history[0] if result.loss_history else float("nan"),
                 result.final_loss, " (converged)" if result.converged else "")
-    return Reconstruction(
+    # Everything else (canvas, coverage, illumination, stage times, runtime) carries over.
+    return dataclasses.replace(
+        recon,
         object=np.where(recon.coverage, result.object, 0).astype(np.complex64),
-        origin_px=recon.origin_px,
-        coverage=recon.coverage,
-        n_groups=recon.n_groups,
         network_object=recon.object,
-        illumination=recon.illumination,
         refinement=result,
         timings_s={**recon.timings_s, "refinement": result.time_s},
-        stage_times_s=recon.stage_times_s,
-        runtime=recon.runtime,
     )
 
 
